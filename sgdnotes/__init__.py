@@ -1,0 +1,1 @@
+"""sgdnotes: simulators and checks behind the book "Beyond Langevin"."""
