@@ -24,8 +24,9 @@ def test_frame_slider_structure_and_link():
     assert len(set(frames)) == 3, "each slider value must give a different frame"
     # the jslink lives in the browser too; in Python it is a Link widget joining index -> selected_index
     from ipywidgets.widgets.widget import _instances
+    from ipywidgets.widgets.widget_link import Link
 
-    links = [m for m in _instances.values() if isinstance(m, w.Link)
+    links = [m for m in _instances.values() if isinstance(m, Link)
              and m.source == (slider, "index") and m.target == (stack, "selected_index")]
     assert links, "slider index must be jslinked to the stack"
 
