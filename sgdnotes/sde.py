@@ -13,6 +13,11 @@ The driving increments are pluggable: ``noise(key, shape, dt) -> dZ``; the defau
 ``sqrt(dt) N(0, I)``; an alpha-stable driver scales as ``dt^(1/alpha)``. Trajectory i's increment at
 step k is drawn from ``fold_in(trajectory_keys(key, m)[i], k)`` -- the same per-(key, step)
 derivation as the SGD simulator's batches. Time is ``t = k * dt`` (``dt = eta`` for models of SGD).
+
+Built-in SDE models of SGD (chapter 2): :func:`run_sgd_sde` (first-order SDE and the stochastic
+modified equation, Gaussian or SGD-minibatch driving noise for coupled runs, called like
+``run_sgd``); :func:`minibatch_driver`; exact moments on linear regression :func:`linreg_moments`
+and the mean-square stability radius :func:`linreg_ms_radius`.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from .ensemble import (
     scan_ensemble,
     segments,
 )
-from .sgd import mean_loss, trajectory_keys
+from .sgd import batch_indices, mean_loss, trajectory_keys
 
 
 def brownian_increments(key, shape, dt):
@@ -55,7 +60,10 @@ def _simulate(keys, theta0, dt, G, seg_lengths, tail, burn_in, args, *,
     m, d = theta0.shape
 
     def step(k, theta, aux):
-        dZ = jax.vmap(lambda kk: noise(jax.random.fold_in(kk, k), (k_noise,), dt))(keys).astype(theta.dtype)
+        if getattr(noise, "uses_step", False):  # e.g. minibatch_driver: noise(trajectory_key, shape, dt, step)
+            dZ = jax.vmap(lambda kk: noise(kk, (k_noise,), dt, k))(keys).astype(theta.dtype)
+        else:
+            dZ = jax.vmap(lambda kk: noise(jax.random.fold_in(kk, k), (k_noise,), dt))(keys).astype(theta.dtype)
         b = jax.vmap(lambda th: drift(th, *args))(theta)
         if kind == "scalar":
             diff = G * dZ
@@ -103,7 +111,9 @@ def run_sde(
         n_steps: number of Euler--Maruyama steps K.
         diffusion: scalar sigma (G = sigma I), constant matrix G (d, k), or ``cov_fn(theta) -> (d, d)``
             (G = Sigma^{1/2}, state-dependent).
-        noise: ``noise(key, shape, dt) -> increments``; default Brownian.
+        noise: ``noise(key, shape, dt) -> increments``; default Brownian. A callable with attribute
+            ``uses_step = True`` is called as ``noise(trajectory_key, shape, dt, step)`` instead (used by
+            :func:`minibatch_driver` to reproduce SGD's batches).
         record_steps, record_params, stats, burn_in, on_divergence: as in :func:`sgdnotes.sgd.run_sgd`.
         observe: optional ``observe(theta (d,), *args) -> scalar`` recorded at ``record_steps`` (in ``losses``).
         lam_max: largest eigenvalue of -d(drift)/d(theta) for the divergence hint (estimated at theta0).
@@ -230,32 +240,35 @@ def _sgd_model_fns(loss_fn, order: int):
     return drift, cov, factor
 
 
+class _MinibatchDriver:
+    """Driving increments from SGD's own batches; see :func:`minibatch_driver`."""
+
+    uses_step = True  # run_sde calls noise(trajectory_key, shape, dt, step)
+
+    def __init__(self, n, batch_size, sampling):
+        self.n, self.B, self.sampling = n, batch_size, sampling
+
+    def __call__(self, key, shape, dt, step):
+        idx = batch_indices(key, step, self.n, self.B, self.sampling)
+        counts = jnp.zeros((self.n,), jnp.float32).at[idx].add(1.0)
+        return -dt * counts / self.B
+
+
 @lru_cache(maxsize=None)
 def minibatch_driver(n: int, batch_size: int, sampling: str = "with_replacement"):
-    """Driving increments made of SGD's own minibatches (chapter 2): ``noise(key, (n,), dt) -> (n,)``.
+    """Driving increments made of SGD's own minibatches (chapter 2): ``noise(key, (n,), dt, step) -> (n,)``.
 
-    Returns ``-dt * c / B`` where ``c`` (n,) counts how often each sample is in the batch that SGD
-    draws from the same key: with key ``fold_in(trajectory_key, k)`` (what :func:`run_sde` passes at
-    step k) the indices are those of ``sgdnotes.sgd.batch_indices(trajectory_key, k, n, B, sampling)``.
-    Used with the factor ``G(theta) = C(theta)^T`` (centred per-sample gradients, d x n) the increment
-    ``G dZ = dt * xi_k(theta)`` is exactly SGD's gradient noise ``xi_k = g_n - g_{B_k}``. Only
-    "with_replacement" and "without_replacement" (per-step batches) are derivable from (key, k).
+    Returns ``-dt * c / B`` where ``c`` (n,) counts how often each sample is in the batch
+    ``sgdnotes.sgd.batch_indices(key, step, n, B, sampling)`` -- the batch that ``run_sgd`` uses at
+    step k for the trajectory with key ``key`` (the driver has ``uses_step = True``, so
+    :func:`run_sde` passes the trajectory key and the step instead of ``fold_in(key, step)``). With the
+    factor ``G(theta) = C(theta)^T`` (centred per-sample gradients, d x n) the increment
+    ``G dZ = dt * xi_k(theta)`` is exactly SGD's gradient noise ``xi_k = g_n - g_{B_k}``.
     """
     n = v.positive_int("n (number of samples)", n)
+    v.one_of("sampling", sampling, {"with_replacement", "without_replacement", "epoch"})
     B = v.positive_int("batch_size", batch_size, 1, None if sampling == "with_replacement" else n)
-    if sampling not in ("with_replacement", "without_replacement"):
-        v.fail("the minibatch driver supports sampling 'with_replacement' or 'without_replacement' "
-               "(epoch batches depend on the epoch, not on (key, step) alone)", sampling)
-
-    def noise(key, shape, dt):
-        if sampling == "with_replacement":
-            idx = jax.random.randint(key, (B,), 0, n)
-        else:
-            idx = jax.random.permutation(key, n)[:B]
-        counts = jnp.zeros((n,), jnp.float32).at[idx].add(1.0)
-        return -dt * counts / B
-
-    return noise
+    return _MinibatchDriver(n, B, sampling)
 
 
 def run_sgd_sde(
@@ -297,7 +310,7 @@ def run_sgd_sde(
     alpha-stable driver), ``G = (eta/B Sigma)^{1/2}`` by eigendecomposition (singular Sigma is fine),
     Euler--Maruyama with ``dt = eta/substeps``. ``"minibatch"``: the increments are SGD's own gradient
     noise xi_k from the batches that :func:`sgdnotes.sgd.run_sgd` draws with the same key (see
-    :func:`minibatch_driver`; needs ``substeps=1``): with ``order=1`` the scheme *is* SGD (same key ->
+    :func:`minibatch_driver`; needs ``substeps=1``; any ``sampling``): with ``order=1`` the scheme *is* SGD (same key ->
     the same path up to rounding), with ``order=2`` it is SGD with the modified drift -- a pathwise
     coupling of SGD and the modified equation.
 
@@ -426,3 +439,30 @@ def linreg_moments(X, Y, theta0, *, eta: float, batch_size: int, n_steps: int, m
     M = vecM.reshape(D, D)
     mean = M[:d, d]
     return mean, M[:d, :d] - np.outer(mean, mean)
+
+
+def linreg_ms_radius(X, *, eta: float, batch_size: int, sampling: str = "with_replacement") -> float:
+    """Spectral radius of SGD's second-moment map on linear regression (mean-square stability, chapter 2).
+
+    For ``delta = theta - theta_n`` the second moment ``S = E[delta delta^T]`` of SGD obeys
+    ``S' = (I - eta H) S (I - eta H) + eta^2 f/B [(1/n) sum_i x_i x_i^T (x_i^T S x_i) - H S H] + const``
+    (``H = X^T X / n``; ``f`` as in :func:`linreg_moments`). SGD's covariance stays bounded iff the
+    radius of this linear map is < 1. Without the noise term the condition is ``eta lambda_max(H) < 2``;
+    the multiplicative noise lowers it. X (n, d) -> float.
+    """
+    X = np.asarray(v.array("X", X, ndim=2), dtype=np.float64)
+    n, d = X.shape
+    eta = v.positive_float("eta (learning rate)", eta)
+    v.one_of("sampling", sampling, {"with_replacement", "without_replacement"})
+    B = v.positive_int("batch_size", batch_size, 1, None if sampling == "with_replacement" else n)
+    f = 1.0 if sampling == "with_replacement" else (n - B) / max(n - 1, 1)
+    H = X.T @ X / n
+    P = np.eye(d) - eta * H
+
+    def op(S):  # applied to the symmetric part: the radius is that of the map on symmetric matrices
+        S = (S + S.T) / 2
+        q = np.einsum("ia,ab,ib->i", X, S, X)
+        return P @ S @ P + eta**2 * f / B * ((X * q[:, None]).T @ X / n - H @ S @ H)
+
+    T = np.stack([op(E).ravel() for E in np.eye(d * d).reshape(d * d, d, d)], axis=1)
+    return float(np.max(np.abs(np.linalg.eigvals(T))))
