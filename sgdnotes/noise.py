@@ -6,6 +6,8 @@ Covariances over the data set use 1/n, as the notes define ``Sigma_emp``:
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -70,15 +72,51 @@ def batch_gradients(key, G, batch_size: int, n_batches: int, sampling: str = "wi
     with this key would use at step j ("with_replacement", "without_replacement" or "epoch";
     with "epoch", consecutive draws partition a random permutation). -> (m, d).
     """
-    from .sgd import SAMPLING, batch_indices
+    from .sgd import SAMPLING
 
     G = v.array("G (per-sample gradients)", G, ndim=2)
     n = G.shape[0]
     v.one_of("sampling", sampling, set(SAMPLING))
     B = v.positive_int("batch_size", batch_size, 1, None if sampling == "with_replacement" else n)
     m = v.positive_int("n_batches", n_batches)
-    idx = jax.vmap(lambda j: batch_indices(key, j, n, B, sampling))(jnp.arange(m))  # (m, B)
-    return jnp.asarray(G)[idx].mean(axis=1)
+    return _batch_gradients(key, jnp.asarray(G), batch_size=B, n_batches=m, sampling=sampling)
+
+
+@partial(jax.jit, static_argnames=("batch_size", "n_batches", "sampling"))
+def _batch_gradients(key, G, *, batch_size, n_batches, sampling):
+    from .sgd import batch_indices
+
+    n = G.shape[0]
+    idx = jax.vmap(lambda j: batch_indices(key, j, n, batch_size, sampling))(jnp.arange(n_batches))  # (m, B)
+    return G[idx].mean(axis=1)
+
+
+def batch_gradients_by_size(key, G, batch_sizes, n_batches: int, sampling: str = "with_replacement"):
+    """Batch-mean gradients for several batch sizes, compiled once for all sizes (chapter 1).
+
+    Row s is ``batch_gradients(fold_in(key, s), G, batch_sizes[s], n_batches, sampling)``: the batches
+    an SGD trajectory with key ``fold_in(key, s)`` and batch size ``B_s`` would use at steps
+    0..m-1 (independent across sizes). G (n, d), batch_sizes (S,) -> (S, m, d).
+    """
+    from .sgd import SAMPLING
+
+    G = v.array("G (per-sample gradients)", G, ndim=2)
+    n = G.shape[0]
+    v.one_of("sampling", sampling, set(SAMPLING))
+    sizes = tuple(int(v.positive_int("each batch size", b, 1, None if sampling == "with_replacement" else n))
+                  for b in batch_sizes)
+    if len(sizes) == 0:
+        v.fail("batch_sizes must not be empty", batch_sizes)
+    m = v.positive_int("n_batches", n_batches)
+    return _batch_gradients_by_size(key, jnp.asarray(G), sizes=sizes, n_batches=m, sampling=sampling)
+
+
+@partial(jax.jit, static_argnames=("sizes", "n_batches", "sampling"))
+def _batch_gradients_by_size(key, G, *, sizes, n_batches, sampling):
+    return jnp.stack([
+        _batch_gradients.__wrapped__(jax.random.fold_in(key, s), G, batch_size=B, n_batches=n_batches, sampling=sampling)
+        for s, B in enumerate(sizes)
+    ])
 
 
 def linreg_population_noise_cov(theta, theta_star, input_cov, noise_std, fourth_moments=None):
@@ -117,3 +155,33 @@ def linreg_population_noise_cov(theta, theta_star, input_cov, noise_std, fourth_
         s = jnp.diag(S)
         cov = cov + jnp.diag((jnp.asarray(m4, S.dtype) - 3 * s**2) * delta**2)
     return cov
+
+
+def dln_noise_cov(W1, W2, X, Y):
+    """Kronecker form of ``Sigma_emp`` for the two-layer linear network (chapter 4; seed 000 §4.2).
+
+    W1 (d1, d0), W2 (d2, d1), X (n, d0), Y (n, d2); per-sample loss ``||y - W2 W1 x||^2``
+    (``sgdnotes.models.dln2_loss``). With ``Z_mu = r_mu x_mu^T``, ``r_mu = W2 W1 x_mu - y_mu``,
+    ``z_mu = vec(Z_mu - Zbar) = x_mu kron r_mu - mean`` and ``C = (1/n) sum_mu z_mu z_mu^T`` (d2 d0, d2 d0),
+
+        Sigma = 4 [I_{d0} kron W2^T; W1 kron I_{d2}] C [I_{d0} kron W2^T; W1 kron I_{d2}]^T   (d, d)
+
+    in the theta = [vec W1; vec W2] order (Fortran vec); equal to ``empirical_noise_cov`` of the
+    per-sample gradients.
+    """
+    W1 = v.array("W1 (d1, d0)", W1, ndim=2, finite=not isinstance(W1, jax.core.Tracer))
+    W2 = v.array("W2 (d2, d1)", W2, ndim=2, finite=not isinstance(W2, jax.core.Tracer))
+    X = v.array("X (n, d0)", X, ndim=2, finite=not isinstance(X, jax.core.Tracer))
+    Y = v.array("Y (n, d2)", Y, ndim=2, finite=not isinstance(Y, jax.core.Tracer))
+    v.same_rows(X, Y)
+    (d1, d0), d2 = W1.shape, W2.shape[0]
+    if W2.shape[1] != d1 or X.shape[1] != d0 or Y.shape[1] != d2:
+        v.fail(f"shapes must be W1 (d1, d0), W2 (d2, d1), X (n, d0), Y (n, d2); W1 is {W1.shape}, W2 {W2.shape}, "
+               f"X {X.shape}, Y", Y)
+    R = X @ (W2 @ W1).T - Y  # rows r_mu (n, d2)
+    Z = (X[:, :, None] * R[:, None, :]).reshape(X.shape[0], d0 * d2)  # rows vec(r x^T) = x kron r
+    Z = Z - Z.mean(axis=0)
+    C = Z.T @ Z / X.shape[0]
+    A = jnp.concatenate([jnp.kron(jnp.eye(d0, dtype=W2.dtype), W2.T),
+                         jnp.kron(W1, jnp.eye(d2, dtype=W1.dtype))], axis=0)  # (d, d2 d0)
+    return 4 * A @ C @ A.T
