@@ -1,1 +1,51 @@
-"""sgdnotes: simulators and checks behind the book "Beyond Langevin"."""
+"""sgdnotes: the simulators and checks behind the book "Beyond Langevin".
+
+Modules (one concept each): ``models`` problems and data, ``noise`` gradient-noise covariances,
+``ensemble`` the step loop shared by ``sgd`` (SGD ensembles) and ``sde`` (Euler--Maruyama ensembles),
+``stationary`` Fokker--Planck objects, ``dln`` deep linear networks, ``limiting`` momentum-SGD closed
+forms, ``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names
+below are re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
+"""
+
+from . import dln, ensemble, limiting, models, noise, plotting, sde, sgd, stationary, widgets
+from .ensemble import DivergenceError, EnsembleResult, pooled_moments
+from .models import (
+    Dataset,
+    dln2_loss,
+    dln_pack,
+    dln_unpack,
+    linreg_full_loss,
+    linreg_hessian,
+    linreg_loss,
+    linreg_minimiser,
+    load_digits_regression,
+    make_dln_teacher_data,
+    make_linreg_data,
+)
+from .noise import (
+    batch_gradients,
+    batch_gradients_by_size,
+    dln_noise_cov,
+    empirical_noise_cov,
+    estimate_noise_cov,
+    linreg_population_noise_cov,
+    minibatch_noise_cov,
+    per_sample_grads,
+)
+from .sde import brownian_increments, linreg_moments, minibatch_driver, run_sde, run_sgd_sde, sqrt_psd
+from .sgd import batch_indices, run_sgd, trajectory_keys
+from .stationary import drift_decomposition, lyapunov
+from .widgets import frame_slider
+
+__all__ = [
+    "dln", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stationary", "widgets",
+    "DivergenceError", "EnsembleResult", "pooled_moments",
+    "Dataset", "dln2_loss", "dln_pack", "dln_unpack", "linreg_full_loss", "linreg_hessian", "linreg_loss",
+    "linreg_minimiser", "load_digits_regression", "make_dln_teacher_data", "make_linreg_data",
+    "batch_gradients", "batch_gradients_by_size", "dln_noise_cov", "empirical_noise_cov",
+    "estimate_noise_cov", "linreg_population_noise_cov", "minibatch_noise_cov", "per_sample_grads",
+    "brownian_increments", "linreg_moments", "minibatch_driver", "run_sde", "run_sgd_sde", "sqrt_psd",
+    "batch_indices", "run_sgd", "trajectory_keys",
+    "drift_decomposition", "lyapunov",
+    "frame_slider",
+]
