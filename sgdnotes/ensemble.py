@@ -69,25 +69,78 @@ def check_stats(stats, burn_in, n_steps):
     return v.positive_int("burn_in", burn_in, 0, max(n_steps - 1, 0))
 
 
-def scan_ensemble(step, theta0, aux0, seg_lengths, tail, burn_in, *, stats, record_params, observe=None):
+def scan_ensemble(step, theta0, aux0, seg_lengths, tail, burn_in, *, stats, record_params, observe=None,
+                  block_size=None):
     """Run ``step`` over K = sum(seg_lengths) + tail steps (traced; call inside a jitted function).
 
-    step(k, theta (m, d), aux) -> (theta, aux); observe(theta) -> (m,) recorded with the parameters.
     seg_lengths (r,) int32: steps between consecutive records (the first counts from step 0).
-    Returns (theta, aux, s1, s2, diverged_step, thetas (r, m, d) | None, observed (r, m) | None).
+    Returns (theta (m, d), aux, s1, s2, diverged_step (m,), thetas (r, m, d) | None, observed (r, m) | None).
+
+    ``block_size=None``: the state is ``theta`` (m, d) and ``step(k, theta (m, d), aux) -> (theta, aux)``.
+
+    ``block_size=b`` (int): the trajectories are processed in blocks of b, one block after another
+    (``lax.map``), each block running all K steps with the trajectory axis LAST: ``step`` then receives
+    ``theta`` (d, b) and ``aux`` with every leaf's trajectory axis (given first, (m, ...)) moved last
+    (..., b). Small blocks in this layout keep the state in registers and let XLA vectorise over
+    trajectories (about 10x faster than full width for tiny models on CPU). m is padded to a multiple
+    of b by repeating the last trajectory; the padding is dropped from every output.
+    observe(theta (m or b, d)) -> (m or b,) is recorded with the parameters in both modes.
     """
+    if block_size is None:
+        return _scan(step, theta0, aux0, seg_lengths, tail, burn_in, stats=stats,
+                     record_params=record_params, observe=observe, last=False)
     m, d = theta0.shape
+    b = int(block_size)
+    nb = -(-m // b)
+    pad = nb * b - m
+
+    def to_blocks(x):  # (m, ...) -> (nb, ..., b)
+        if pad:
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
+        x = x.reshape((nb, b) + x.shape[1:])
+        return jnp.moveaxis(x, 1, -1)
+
+    def from_blocks(x, lead=0):  # (nb, [lead axes,] ..., b) -> ([lead axes,] m, ...)
+        x = jnp.moveaxis(x, -1, 1 + lead)  # (nb, lead..., b, ...)
+        x = jnp.moveaxis(x, 0, lead)  # (lead..., nb, b, ...)
+        x = x.reshape(x.shape[:lead] + (nb * b,) + x.shape[lead + 2:])
+        return jax.lax.slice_in_dim(x, 0, m, axis=lead)
+
+    def one_block(args):
+        th, aux = args
+        return _scan(step, th, aux, seg_lengths, tail, burn_in, stats=stats, record_params=record_params,
+                     observe=observe, last=True)
+
+    theta, aux, s1, s2, div, thetas, observed = jax.lax.map(
+        one_block, (to_blocks(theta0), jax.tree_util.tree_map(to_blocks, aux0)))
+    theta = from_blocks(theta)
+    aux = jax.tree_util.tree_map(from_blocks, aux)
+    s1 = from_blocks(s1) if s1 is not None else None
+    s2 = from_blocks(s2) if s2 is not None else None
+    div = from_blocks(div)
+    thetas = from_blocks(thetas, lead=1) if thetas is not None else None
+    observed = from_blocks(observed, lead=1) if observed is not None else None
+    return theta, aux, s1, s2, div, thetas, observed
+
+
+def _scan(step, theta0, aux0, seg_lengths, tail, burn_in, *, stats, record_params, observe, last):
+    """The step loop; ``last``: theta0 is (d, m) (trajectories last) instead of (m, d)."""
+    d, m = theta0.shape if last else theta0.shape[::-1]
+    to_md = (lambda th: th.T) if last else (lambda th: th)
 
     def one_step(k, state):
         theta, aux, s1, s2, div = state
         theta, aux = step(k, theta, aux)
-        bad = ~jnp.all(jnp.isfinite(theta), axis=1)
+        bad = ~jnp.all(jnp.isfinite(theta), axis=0 if last else 1)
         div = jnp.where((div < 0) & bad, k + 1, div)
         if stats is not None:
             w = (k + 1 > burn_in).astype(theta.dtype)
             s1 = s1 + w * theta
             if stats == "cov":
-                s2 = s2 + w * theta[:, :, None] * theta[:, None, :]
+                if last:
+                    s2 = s2 + w * theta[:, None, :] * theta[None, :, :]
+                else:
+                    s2 = s2 + w * theta[:, :, None] * theta[:, None, :]
         return theta, aux, s1, s2, div
 
     def run_steps(state, k0, length):
@@ -96,11 +149,11 @@ def scan_ensemble(step, theta0, aux0, seg_lengths, tail, burn_in, *, stats, reco
     def segment(carry, length):
         state, k0 = carry
         state = run_steps(state, k0, length)
-        out = (state[0] if record_params else None, observe(state[0]) if observe is not None else None)
+        out = (state[0] if record_params else None, observe(to_md(state[0])) if observe is not None else None)
         return (state, k0 + length), out
 
-    s1 = jnp.zeros((m, d), theta0.dtype) if stats is not None else None
-    s2 = jnp.zeros((m, d, d), theta0.dtype) if stats == "cov" else None
+    s1 = jnp.zeros_like(theta0) if stats is not None else None
+    s2 = (jnp.zeros((d, d, m) if last else (m, d, d), theta0.dtype)) if stats == "cov" else None
     state = (theta0, aux0, s1, s2, jnp.full((m,), -1, jnp.int32))
     (state, k0), (thetas, observed) = jax.lax.scan(segment, (state, jnp.int32(0)), seg_lengths)
     state = run_steps(state, k0, tail)
