@@ -11,8 +11,8 @@ step loop as the SGD simulator (:func:`sgdnotes.ensemble.scan_ensemble`). The di
 
 The driving increments are pluggable: ``noise(key, shape, dt) -> dZ``; the default is Brownian,
 ``sqrt(dt) N(0, I)``; an alpha-stable driver scales as ``dt^(1/alpha)``. Trajectory i's increment at
-step k is drawn from ``fold_in(trajectory_keys(key, m)[i], k)`` -- the same per-(key, step)
-key-and-step derivation as the SGD simulator's batches (a pure function of both). Time is ``t = k * dt`` (``dt = eta`` for models of SGD).
+step k is drawn from ``fold_in(trajectory_keys(key, m)[i], k)``: like the SGD simulator's batches, a
+pure function of (trajectory key, step). Time is ``t = k * dt`` (``dt = eta`` for models of SGD).
 
 Built-in SDE models of SGD (chapter 2): :func:`run_sgd_sde` (first-order SDE and the stochastic
 modified equation, Gaussian or SGD-minibatch driving noise for coupled runs, called like
