@@ -52,6 +52,26 @@ class EnsembleResult(NamedTuple):
         return self.final_aux
 
 
+def check_initial(theta0, n_trajectories):
+    """Validate an initial state (d,) shared by all trajectories or (m, d), one per trajectory.
+
+    Returns ``(theta0 (m, d) as a float array (at least float32), m)``.
+    """
+    theta0 = v.array("theta0", theta0)
+    if theta0.ndim not in (1, 2):
+        v.fail("theta0 must have shape (d,) or (m, d)", theta0)
+    if theta0.ndim == 2:
+        m = theta0.shape[0] if n_trajectories is None else n_trajectories
+        v.positive_int("n_trajectories", m)
+        if theta0.shape[0] != m:
+            v.fail(f"theta0 of shape (m, d) must have m = n_trajectories = {m} rows", theta0)
+        th = jnp.asarray(theta0)
+    else:
+        m = v.positive_int("n_trajectories", 1 if n_trajectories is None else n_trajectories)
+        th = jnp.broadcast_to(jnp.asarray(theta0), (m, theta0.shape[-1]))
+    return th.astype(jnp.result_type(th.dtype, jnp.float32)), m
+
+
 def check_record_steps(record_steps, n_steps: int) -> np.ndarray:
     """Validate recording steps (strictly increasing integers in [0, n_steps]); default [0, n_steps]."""
     steps = np.array([0, n_steps] if record_steps is None else record_steps)

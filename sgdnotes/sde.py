@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _validate as v
 from .ensemble import (
+    check_initial,
     EnsembleResult,
     check_record_steps,
     check_stats,
@@ -126,17 +127,8 @@ def run_sde(
     Returns:
         :class:`sgdnotes.ensemble.EnsembleResult` (``final_aux`` is empty, shape (m, 0)).
     """
-    theta0 = v.array("theta0", theta0)
-    if theta0.ndim not in (1, 2):
-        v.fail("theta0 must have shape (d,) or (m, d)", theta0)
-    d = theta0.shape[-1]
-    if theta0.ndim == 2:
-        m = theta0.shape[0] if n_trajectories is None else n_trajectories
-        v.positive_int("n_trajectories", m)
-        if theta0.shape[0] != m:
-            v.fail(f"theta0 of shape (m, d) must have m = n_trajectories = {m} rows", theta0)
-    else:
-        m = v.positive_int("n_trajectories", 1 if n_trajectories is None else n_trajectories)
+    th0, m = check_initial(theta0, n_trajectories)
+    d = th0.shape[-1]
     dt = v.positive_float("dt (time step)", dt)
     K = v.positive_int("n_steps", n_steps, 0)
     burn_in = check_stats(stats, burn_in, K)
@@ -146,8 +138,6 @@ def run_sde(
         v.fail("args must be a tuple of arrays passed as drift(theta, *args)", args)
     steps = check_record_steps(record_steps, K)
 
-    th0 = jnp.broadcast_to(theta0, (m, d)) if theta0.ndim == 1 else jnp.asarray(theta0)
-    th0 = th0.astype(jnp.result_type(th0.dtype, jnp.float32))
     if not callable(drift):
         v.fail("drift must be a callable drift(theta) -> (d,)", drift)
     try:

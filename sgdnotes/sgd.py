@@ -32,6 +32,7 @@ import numpy as np
 from . import _validate as v
 from . import models
 from .ensemble import (
+    check_initial,
     DivergenceError,
     EnsembleResult,
     check_record_steps,
@@ -377,21 +378,12 @@ def run_sgd(
     Y = v.array("Y", Y, ndim=2)
     v.same_rows(X, Y)
     n = X.shape[0]
-    theta0 = v.array("theta0", theta0)
-    if theta0.ndim not in (1, 2):
-        v.fail("theta0 must have shape (d,) or (m, d)", theta0)
     v.one_of("sampling", sampling, set(SAMPLING))
     B = v.positive_int("batch_size", batch_size, 1)
     if sampling != "with_replacement" and B > n:
         v.fail(f"batch_size must be <= n = {n} when sampling without replacement ({sampling})", batch_size)
     K = v.positive_int("n_steps", n_steps, 0)
-    if theta0.ndim == 2:
-        m = theta0.shape[0] if n_trajectories is None else n_trajectories
-        v.positive_int("n_trajectories", m)
-        if theta0.shape[0] != m:
-            v.fail(f"theta0 of shape (m, d) must have m = n_trajectories = {m} rows", theta0)
-    else:
-        m = v.positive_int("n_trajectories", 1 if n_trajectories is None else n_trajectories)
+    theta0_m, m = check_initial(theta0, n_trajectories)
     schedule = None
     if callable(eta):
         schedule = eta
@@ -414,10 +406,8 @@ def run_sgd(
     else:
         v.one_of("batch_grad", batch_grad, set(BATCH_GRADS))
         grad_fn = _known_batch_grad(loss_fn) if batch_grad == "auto" else None
-    _check_known_shapes(loss_fn, theta0, X, Y)
+    _check_known_shapes(loss_fn, theta0_m, X, Y)
 
-    theta0_m = jnp.broadcast_to(theta0, (m, theta0.shape[-1])) if theta0.ndim == 1 else jnp.asarray(theta0)
-    theta0_m = theta0_m.astype(jnp.result_type(theta0_m.dtype, jnp.float32))
     try:
         out = jax.eval_shape(loss_fn, theta0_m[0], X[0], Y[0])
     except Exception as exc:  # shape mismatch between theta, x and y
