@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 
+import jax
 import numpy as np
 
 
@@ -70,14 +71,15 @@ def one_of(name: str, value, options) -> str:
 def array(name: str, value, ndim: int | None = None, finite: bool = True) -> np.ndarray:
     """A real array (returned as-is if already an array) with the given number of dimensions.
 
-    Non-finite entries are rejected when ``finite`` (data and initial points must be finite).
+    Non-finite entries are rejected when ``finite`` (data and initial points must be finite); the check
+    needs concrete values, so it is skipped for values traced under ``jit``/``grad``/``vmap``.
     """
     arr = value if hasattr(value, "shape") and hasattr(value, "dtype") else np.asarray(value)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         fail(f"{name} must be a real numeric array", value)
     if ndim is not None and arr.ndim != ndim:
         fail(f"{name} must have {ndim} dimension(s)", value)
-    if finite and not bool(np.all(np.isfinite(np.asarray(arr)))):
+    if finite and not isinstance(arr, jax.core.Tracer) and not bool(np.all(np.isfinite(np.asarray(arr)))):
         fail(f"{name} must contain only finite values (no NaN/inf)", value)
     return arr
 

@@ -30,14 +30,9 @@ from .noise import dln_noise_cov
 # Input checks
 
 
-def _traced(*xs):
-    return any(isinstance(x, jax.core.Tracer) for x in xs)
-
-
 def _weights(W1, W2):
-    fin = not _traced(W1, W2)  # finiteness is checked on concrete inputs only (not under jit/grad)
-    W1 = v.array("W1 (d1, d0)", W1, ndim=2, finite=fin)
-    W2 = v.array("W2 (d2, d1)", W2, ndim=2, finite=fin)
+    W1 = v.array("W1 (d1, d0)", W1, ndim=2)
+    W2 = v.array("W2 (d2, d1)", W2, ndim=2)
     if W2.shape[1] != W1.shape[0]:
         v.fail(f"W2 (d2, d1) must have d1 = W1.shape[0] = {W1.shape[0]} columns", W2)
     return W1, W2
@@ -45,9 +40,8 @@ def _weights(W1, W2):
 
 def _data(W1, W2, X, Y):
     W1, W2 = _weights(W1, W2)
-    fin = not _traced(X, Y)
-    X = v.array("X (n, d0)", X, ndim=2, finite=fin)
-    Y = v.array("Y (n, d2)", Y, ndim=2, finite=fin)
+    X = v.array("X (n, d0)", X, ndim=2)
+    Y = v.array("Y (n, d2)", Y, ndim=2)
     v.same_rows(X, Y)
     if X.shape[1] != W1.shape[1]:
         v.fail(f"X must have d0 = W1.shape[1] = {W1.shape[1]} columns", X)

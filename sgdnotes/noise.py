@@ -169,10 +169,10 @@ def dln_noise_cov(W1, W2, X, Y):
     in the theta = [vec W1; vec W2] order (Fortran vec); equal to ``empirical_noise_cov`` of the
     per-sample gradients.
     """
-    W1 = v.array("W1 (d1, d0)", W1, ndim=2, finite=not isinstance(W1, jax.core.Tracer))
-    W2 = v.array("W2 (d2, d1)", W2, ndim=2, finite=not isinstance(W2, jax.core.Tracer))
-    X = v.array("X (n, d0)", X, ndim=2, finite=not isinstance(X, jax.core.Tracer))
-    Y = v.array("Y (n, d2)", Y, ndim=2, finite=not isinstance(Y, jax.core.Tracer))
+    W1 = v.array("W1 (d1, d0)", W1, ndim=2)
+    W2 = v.array("W2 (d2, d1)", W2, ndim=2)
+    X = v.array("X (n, d0)", X, ndim=2)
+    Y = v.array("Y (n, d2)", Y, ndim=2)
     v.same_rows(X, Y)
     (d1, d0), d2 = W1.shape, W2.shape[0]
     if W2.shape[1] != d1 or X.shape[1] != d0 or Y.shape[1] != d2:
@@ -180,8 +180,7 @@ def dln_noise_cov(W1, W2, X, Y):
                f"X {X.shape}, Y", Y)
     R = X @ (W2 @ W1).T - Y  # rows r_mu (n, d2)
     Z = (X[:, :, None] * R[:, None, :]).reshape(X.shape[0], d0 * d2)  # rows vec(r x^T) = x kron r
-    Z = Z - Z.mean(axis=0)
-    C = Z.T @ Z / X.shape[0]
+    C = empirical_noise_cov(Z)  # (d2 d0, d2 d0)
     A = jnp.concatenate([jnp.kron(jnp.eye(d0, dtype=W2.dtype), W2.T),
                          jnp.kron(W1, jnp.eye(d2, dtype=W1.dtype))], axis=0)  # (d, d2 d0)
     return 4 * A @ C @ A.T

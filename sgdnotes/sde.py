@@ -41,6 +41,7 @@ from .ensemble import (
     scan_ensemble,
     segments,
 )
+from .noise import empirical_noise_cov
 from .sgd import batch_indices, mean_loss, trajectory_keys
 
 
@@ -221,8 +222,7 @@ def _sgd_model_fns(loss_fn, order: int):
         return G - G.mean(axis=0)
 
     def cov(theta, X, Y, eta, scale):
-        C = centred(theta, X, Y)
-        return scale * (C.T @ C) / X.shape[0]
+        return scale * empirical_noise_cov(per_sample(theta, X, Y))
 
     def factor(theta, X, Y, eta, scale):
         return centred(theta, X, Y).T

@@ -33,13 +33,11 @@ from . import _validate as v
 from . import models
 from .ensemble import (
     check_initial,
-    DivergenceError,
     EnsembleResult,
     check_record_steps,
     check_stats,
     divergence_message,
     finish,
-    pooled_moments,
     report_divergence,
     scan_ensemble,
     segments,
