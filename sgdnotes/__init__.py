@@ -3,11 +3,11 @@
 Modules (one concept each): ``models`` problems and data, ``noise`` gradient-noise covariances,
 ``ensemble`` the step loop shared by ``sgd`` (SGD ensembles) and ``sde`` (Euler--Maruyama ensembles),
 ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks, ``limiting`` momentum-SGD closed
-forms, ``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names
+forms, ``stats`` standard errors and the book's statistical asserts, ``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names
 below are re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
 """
 
-from . import dln, ensemble, limiting, models, noise, plotting, sde, sgd, stationary, widgets
+from . import dln, ensemble, limiting, models, noise, plotting, sde, sgd, stationary, stats, widgets
 from .ensemble import DivergenceError, EnsembleResult, pooled_moments
 from .models import (
     Dataset,
@@ -35,10 +35,11 @@ from .noise import (
 from .sde import brownian_increments, linreg_moments, minibatch_driver, run_sde, run_sgd_sde, sqrt_psd
 from .sgd import batch_indices, run_sgd, trajectory_keys
 from .stationary import drift_decomposition, lyapunov
+from .stats import assert_agrees, assert_rejects, chapter_seed
 from .widgets import frame_slider
 
 __all__ = [
-    "dln", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stationary", "widgets",
+    "dln", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stationary", "stats", "widgets",
     "DivergenceError", "EnsembleResult", "pooled_moments",
     "Dataset", "dln2_loss", "dln_pack", "dln_unpack", "linreg_full_loss", "linreg_hessian", "linreg_loss",
     "linreg_minimiser", "load_digits_regression", "make_dln_teacher_data", "make_linreg_data",
@@ -47,5 +48,6 @@ __all__ = [
     "brownian_increments", "linreg_moments", "minibatch_driver", "run_sde", "run_sgd_sde", "sqrt_psd",
     "batch_indices", "run_sgd", "trajectory_keys",
     "drift_decomposition", "lyapunov",
+    "assert_agrees", "assert_rejects", "chapter_seed",
     "frame_slider",
 ]

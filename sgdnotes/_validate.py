@@ -107,3 +107,15 @@ def symmetric_psd(name: str, value, tol: float = 1e-8) -> np.ndarray:
     if np.linalg.eigvalsh((arr + arr.T) / 2).min() < -tol * scale:
         fail(f"{name} must be positive semi-definite", value)
     return arr
+
+
+def key(name: str, value):
+    """A JAX PRNG key: a typed key (``jax.random.key``) or a raw uint32 key of shape (2,); returned as-is."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if getattr(value, "shape", None) != ():
+            fail(f"{name} must be a single PRNG key (shape ()), not a batch of keys", value)
+        return value
+    if dtype is not None and np.dtype(dtype) == np.uint32 and tuple(value.shape) == (2,):
+        return value
+    fail(f"{name} must be a JAX PRNG key from jax.random.key(seed)", value)
