@@ -9,13 +9,18 @@ PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 VENDOR := book/_static/vendor
 VENDOR_STAMP := $(VENDOR)/.installed
+# JupyterLab opens the MyST chapters as notebooks on double-click (Jupytext Notebook as default viewer)
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 
 export JAX_PLATFORMS ?= cpu
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: book test unit chapters replicate browser setup vendor bench lab clean
 
-setup: $(VENV_STAMP) $(VENDOR_STAMP)
+setup: $(VENV_STAMP) $(VENDOR_STAMP) $(LAB_SETTINGS)
+
+$(LAB_SETTINGS): book/_lab/overrides.json $(VENV_STAMP)
+	mkdir -p $(dir $@) && cp $< $@
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,7 +64,7 @@ bench: setup
 	$(PY) bench/bench_sgd.py
 
 lab: setup
-	$(VENV)/bin/jupyter lab book
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) book
 
 clean:
 	rm -rf _build book/.nbmake-*.ipynb .pytest_cache .hypothesis

@@ -47,7 +47,7 @@ def _chromium() -> str:
 def site():
     """Serve an up-to-date _build/html on 127.0.0.1; yields the base URL."""
     if not build_book.is_fresh():
-        build_book.build()
+        build_book.build(force=True)  # the test's build executes every chapter
     handler = functools.partial(_QuietHandler, directory=str(build_book.HTML))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -150,3 +150,28 @@ def test_every_page_offline_and_clean(site, browser):
         page.close()
         assert not _offsite(requests, site), f"{rel}: requests left the machine: {_offsite(requests, site)}"
         assert not errors, f"{rel}: browser console errors: {errors}"
+
+
+def test_executed_notebook_download(site, browser):
+    """Each chapter's download menu offers its executed notebook, served locally, with outputs in it."""
+    import json
+
+    page, requests, errors = _open(browser, f"{site}/{CHAPTER}")
+    link = page.locator("a.btn-download-notebook-button, a[href$='01_gradient_noise.ipynb']").first
+    href = link.get_attribute("href")
+    assert href and href.endswith("01_gradient_noise.ipynb"), f"no .ipynb link in the download menu: {href}"
+    resp = page.request.get(page.url.rsplit("/", 1)[0] + "/" + href)
+    assert resp.ok, f"the executed notebook link is broken: HTTP {resp.status}"
+    nb = json.loads(resp.body())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    with_outputs = [c for c in code if c.get("outputs")]
+    assert len(with_outputs) >= len(code) // 2, (
+        f"the downloaded notebook is not executed: {len(with_outputs)} of {len(code)} code cells have outputs")
+    assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
+    page.close()
+    assert not _offsite(requests, site) and not errors
+    # every chapter page offers one
+    for html in sorted(build_book.HTML.glob("book/0*.html")):
+        text = html.read_text(encoding="utf-8")
+        assert f"{html.stem}.ipynb" in text, f"{html.name} has no executed-notebook download"
+        assert (build_book.HTML / "_sources" / "book" / f"{html.stem}.ipynb").is_file()

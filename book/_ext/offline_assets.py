@@ -7,9 +7,15 @@
   its ``baseUrl``: a global ``require`` config points that at ``_static/vendor/npm/``.
 * sphinx-thebe registers its inline configuration script once per read phase, so a page can carry
   it twice (``THEBE_JS_URL`` declared twice is a console error): identical scripts are dropped.
+* Each chapter page offers its *executed* notebook (outputs included) in the download menu next to
+  the ``.md`` source: myst-nb writes it to ``_build/jupyter_execute``; it is copied into ``_sources``
+  (sphinx-book-theme does this only when a launch service such as Binder is configured).
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 MATHJAX_V2_SHIM = """(function () {
   var hub = { Queue: function (job) {
@@ -48,6 +54,17 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+def _executed_notebook(app, pagename, templatename, context, doctree):
+    source = context.get("sourcename") or ""
+    executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+    if not source.endswith((".md", ".md.txt")) or not executed.is_file():
+        return
+    target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(executed, target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
 def setup(app):
     # priority 800: after Sphinx's inline ``window.MathJax = {...}`` config (500), before page load
     app.add_js_file(None, body=MATHJAX_V2_SHIM, priority=800)
@@ -55,4 +72,6 @@ def setup(app):
     app.add_js_file(None, body=REQUIRE_CONFIG, priority=200)
     # early: html-page-context is emitted with emit_firstresult, so a later handler may never run
     app.connect("html-page-context", _dedupe_scripts, priority=100)
+    # before sphinx-book-theme builds the download menu (priority 501)
+    app.connect("html-page-context", _executed_notebook, priority=400)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
