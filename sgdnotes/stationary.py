@@ -81,7 +81,7 @@ def ou_stationary(A, D, mu=None) -> OUStationary:
 
 def gaussian_density(x, mean, cov):
     """Density of N(mean (d,), cov (d, d)) at points x (..., d) -> (...)."""
-    x = np.asarray(v.array("x (..., d)", x), dtype=float)
+    x = np.asarray(v.array("x (..., d)", x, nonempty=True), dtype=float)
     mean = np.asarray(v.array("mean (d,)", mean, ndim=1, nonempty=True), dtype=float)
     d = mean.shape[0]
     cov = v.symmetric_psd("cov (d, d)", cov, definite=True)
@@ -102,7 +102,7 @@ def ou_current(x, A, D, mu=None):
     A = H symmetric this means ``H D = D H``. Chapter 3.
     """
     st = ou_stationary(A, D, mu)
-    x = np.asarray(v.array("x (..., d)", x), dtype=float)
+    x = np.asarray(v.array("x (..., d)", x, nonempty=True), dtype=float)
     p = gaussian_density(x, st.mean, st.cov)
     return -((x - st.mean) @ (st.Q @ st.U).T) * p[..., None]
 

@@ -9,6 +9,7 @@ same widget works live; under nbmake nothing is displayed and the frames are sim
 from __future__ import annotations
 
 import io
+import numbers
 import re
 from typing import Callable, Sequence
 
@@ -51,6 +52,9 @@ def frame_slider(
         v.fail("values must be a 1-D sequence of slider values", values)
     values = list(values)
     v.positive_int("number of slider values", len(values), 1, 24)
+    for x in values:
+        if isinstance(x, (numbers.Real, np.floating)) and not np.isfinite(x):
+            v.fail("slider values must be finite", values)
     if not isinstance(description, str) or not description.strip():
         v.fail("description must be a non-empty string (the slider label)", description)
     if not isinstance(readout_format, str) or "{" not in readout_format:
