@@ -14,7 +14,11 @@ import numpy as np
 
 def describe(value) -> str:
     """Short description of a value for error messages: repr (truncated), type and shape."""
-    shape = getattr(value, "shape", None)
+    shape = None if isinstance(value, type) else getattr(value, "shape", None)  # np.int8 (a class) has .shape
+    try:
+        shape = None if shape is None else tuple(shape)
+    except TypeError:
+        shape = None
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."

@@ -124,6 +124,7 @@ def make_linreg_data(
     v.real("noise_std", noise_std, minimum=0.0)
     dtype = v.float_dtype("dtype", dtype)
     v.memory("X", (n, d), dtype.itemsize)
+    v.memory("input_cov", (d, d), dtype.itemsize)
     if inputs == "student_t":
         v.positive_float("df (Student-t degrees of freedom)", df)
     if input_scales is None:

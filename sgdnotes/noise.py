@@ -154,6 +154,7 @@ def linreg_population_noise_cov(theta, theta_star, input_cov, noise_std, fourth_
                (tuple(theta_star.shape), tuple(S.shape)))
     # a traced noise_std is used as is; a concrete one must be a finite number >= 0
     sigma = noise_std if isinstance(noise_std, jax.core.Tracer) else v.real("noise_std", noise_std, minimum=0.0)
+    S_np = np.asarray(S)  # concrete, for the checks below
     S = jnp.asarray(S, dtype=jnp.result_type(theta, float))
     delta = jnp.asarray(theta) - jnp.asarray(theta_star)
     Sd = S @ delta
@@ -162,7 +163,7 @@ def linreg_population_noise_cov(theta, theta_star, input_cov, noise_std, fourth_
         m4 = v.array("fourth_moments", fourth_moments, ndim=1)
         if m4.shape != (d,):
             v.fail(f"fourth_moments must have shape ({d},)", fourth_moments)
-        if not np.allclose(S, np.diag(np.diag(S))):
+        if not np.allclose(S_np, np.diag(np.diag(S_np))):
             v.fail("fourth_moments needs a diagonal input_cov (independent coordinates)", input_cov)
         s = jnp.diag(S)
         cov = cov + jnp.diag((jnp.asarray(m4, S.dtype) - 3 * s**2) * delta**2)
