@@ -402,7 +402,7 @@ CASES = [
     c(dln.saxe_curve, np.array([2.0, 0.0]), 0.01, np.ones(3), match="s > 0"),
     c(dln.saxe_curve, np.array([2.0, 1.0]), 0.01, np.array([-1.0, 1.0]), match=r"t \(times\) must be >= 0"),
     c(dln.saxe_curve, np.array([2.0, 1.0]), 0.01, np.ones(3), loss_floor=np.inf, match="loss_floor must be a finite"),
-    c(dln.saxe_curve, np.array([2.0, 1.0]), 0.01, np.ones((10**6, 1)).ravel().repeat(200), match="would need .* GiB"),
+    c(dln.saxe_curve, np.array([2.0, 1.0]), 0.01, np.ones(3), loss_floor="0", match="loss_floor must be a finite"),
     c(dln.mode_strengths, W1, W2, (1, 2), match="md must be the Modes"),
     c(dln.mode_strengths, W1[:, :2], W2, MD, match="data's shape"),
     c(dln.small_init, KEY, DIMS, -0.1, match="scale must be a finite number > 0"),
