@@ -177,7 +177,7 @@ def square(name: str, value) -> np.ndarray:
 
 def symmetric_psd(name: str, value, tol: float = 1e-8, definite: bool = False) -> np.ndarray:
     """A finite symmetric positive semi-definite (d, d) matrix (up to ``tol`` relative); with
-    ``definite`` it must be positive definite (smallest eigenvalue > ``tol`` times its scale)."""
+    ``definite`` it must be positive definite (its Cholesky factorisation must succeed)."""
     arr = np.asarray(square(name, value), dtype=float)
     if arr.size == 0:
         fail(f"{name} must not be empty", value)
@@ -186,8 +186,11 @@ def symmetric_psd(name: str, value, tol: float = 1e-8, definite: bool = False) -
         fail(f"{name} must be symmetric", value)
     if np.linalg.eigvalsh((arr + arr.T) / 2).min() < -tol * scale:
         fail(f"{name} must be positive semi-definite", value)
-    if definite and np.linalg.eigvalsh((arr + arr.T) / 2).min() <= tol * scale:
-        fail(f"{name} must be positive definite", value)
+    if definite:  # scale-free: a Cholesky factor exists (tiny but positive eigenvalues pass)
+        try:
+            np.linalg.cholesky((arr + arr.T) / 2)
+        except np.linalg.LinAlgError:
+            fail(f"{name} must be positive definite", value)
     return arr
 
 
