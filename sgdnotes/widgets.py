@@ -48,8 +48,8 @@ def frame_slider(
     for the slider readout. Returns an ``ipywidgets.VBox`` (slider above the image stack); make it
     the last expression of a cell.
     """
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") or np.ndim(values) > 1:
-        v.fail("values must be a 1-D sequence of slider values", values)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):  # values may be tuples, e.g. (eta, beta)
+        v.fail("values must be a sequence of slider values", values)
     values = list(values)
     v.positive_int("number of slider values", len(values), 1, 24)
     for x in values:
