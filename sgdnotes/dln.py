@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate as v
+from .models import _dims as _model_dims
 from .models import dln_pack, dln_unpack
 from .noise import dln_noise_cov
 
@@ -31,8 +32,8 @@ from .noise import dln_noise_cov
 
 
 def _weights(W1, W2):
-    W1 = v.array("W1 (d1, d0)", W1, ndim=2)
-    W2 = v.array("W2 (d2, d1)", W2, ndim=2)
+    W1 = v.array("W1 (d1, d0)", W1, ndim=2, nonempty=True)
+    W2 = v.array("W2 (d2, d1)", W2, ndim=2, nonempty=True)
     if W2.shape[1] != W1.shape[0]:
         v.fail(f"W2 (d2, d1) must have d1 = W1.shape[0] = {W1.shape[0]} columns", W2)
     return W1, W2
@@ -40,8 +41,8 @@ def _weights(W1, W2):
 
 def _data(W1, W2, X, Y):
     W1, W2 = _weights(W1, W2)
-    X = v.array("X (n, d0)", X, ndim=2)
-    Y = v.array("Y (n, d2)", Y, ndim=2)
+    X = v.array("X (n, d0)", X, ndim=2, nonempty=True)
+    Y = v.array("Y (n, d2)", Y, ndim=2, nonempty=True)
     v.same_rows(X, Y)
     if X.shape[1] != W1.shape[1]:
         v.fail(f"X must have d0 = W1.shape[1] = {W1.shape[1]} columns", X)
@@ -51,9 +52,22 @@ def _data(W1, W2, X, Y):
 
 
 def _dims(dims):
-    if len(dims) != 3:
-        v.fail("dims must be (d0, d1, d2)", dims)
-    return tuple(v.positive_int("each of dims (d0, d1, d2)", int(x)) for x in dims)
+    # three positive integers; integral floats (3.0) are accepted, 2.7 is refused (never truncated)
+    return _model_dims(dims)
+
+
+def _indices(name, value, q):
+    """A 1-D list of distinct integer indices in [0, q) (may be empty) -> list of int."""
+    arr = np.asarray(v.array(name, value))
+    if arr.ndim != 1 or (arr.size and not np.all(arr == np.round(arr))):
+        v.fail(f"{name} must be a 1-D list of distinct integer indices in [0, {q})", value)
+    return [int(i) for i in arr]
+
+
+def _modes_arg(md):
+    if not isinstance(md, Modes):
+        v.fail("md must be the Modes of the data (sgdnotes.dln.modes(X, Y))", md)
+    return md
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +107,7 @@ def commutation_matrix(m: int, n: int):
     """``K`` (mn, mn) with ``K vec(A) = vec(A^T)`` for A (m, n), Fortran-order vec (chapter 4)."""
     m = v.positive_int("m", m)
     n = v.positive_int("n", n)
+    v.memory("the commutation matrix", (m * n, m * n), 8)
     K = np.zeros((m * n, m * n))
     i, j = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
     K[(j + i * n).ravel(), (i + j * m).ravel()] = 1.0
@@ -108,6 +123,7 @@ def product_jacobian(W1, W2):
     W1, W2 = _weights(W1, W2)
     d1, d0 = W1.shape
     d2 = W2.shape[0]
+    v.memory("the Jacobian", (d2 * d0, d1 * d0 + d2 * d1), W1.dtype.itemsize)
     return jnp.concatenate([jnp.kron(jnp.eye(d0, dtype=W2.dtype), W2),
                             jnp.kron(W1.T, jnp.eye(d2, dtype=W1.dtype))], axis=1)
 
@@ -125,6 +141,9 @@ def dln_hessian(W1, W2, X, Y):
     d1, d0 = W1.shape
     d2 = W2.shape[0]
     n = X.shape[0]
+    d = d1 * d0 + d2 * d1
+    v.memory("the Hessian", (d, d), 8)
+    v.memory("the commutation matrix", (d2 * d1, d2 * d1), 8)
     Sxx = X.T @ X / n
     E = residual_moment(W1, W2, X, Y)
     J = product_jacobian(W1, W2)
@@ -144,7 +163,7 @@ def whiten(X):
 
     Needs ``Sxx`` positive definite (n >= d0 and X of full column rank).
     """
-    X = v.array("X (n, d0)", X, ndim=2)
+    X = v.array("X (n, d0)", X, ndim=2, nonempty=True)
     Sxx = np.asarray(X, np.float64).T @ np.asarray(X, np.float64) / X.shape[0]
     w, U = np.linalg.eigh(Sxx)
     if w.min() <= 1e-10 * max(w.max(), 1e-300):
@@ -169,8 +188,8 @@ class Modes(NamedTuple):
 
 def modes(X, Y):
     """The singular modes of the data (see :class:`Modes`); computed in float64 NumPy, returned as X's dtype."""
-    X = v.array("X (n, d0)", X, ndim=2)
-    Y = v.array("Y (n, d2)", Y, ndim=2)
+    X = v.array("X (n, d0)", X, ndim=2, nonempty=True)
+    Y = v.array("Y (n, d2)", Y, ndim=2, nonempty=True)
     v.same_rows(X, Y)
     Xd, Yd = np.asarray(X, np.float64), np.asarray(Y, np.float64)
     n = Xd.shape[0]
@@ -223,8 +242,8 @@ def critical_point(X, Y, d1: int, modes_used, R=None):
     """
     d1 = v.positive_int("d1 (hidden width)", d1)
     md = modes(X, Y)
-    K = [int(i) for i in modes_used]
     q = md.s.shape[0]
+    K = _indices("modes_used", modes_used, q)
     if len(set(K)) != len(K) or any(i < 0 or i >= q for i in K) or len(K) > d1:
         v.fail(f"modes_used must be at most d1 = {d1} distinct indices in [0, {q})", modes_used)
     d0, d2 = md.V.shape[0], md.U.shape[0]
@@ -232,9 +251,14 @@ def critical_point(X, Y, d1: int, modes_used, R=None):
         dt = md.s.dtype
         return jnp.zeros((d1, d0), dt), jnp.zeros((d2, d1), dt)
     k = len(K)
-    Rfull = jnp.eye(d1, k, dtype=md.s.dtype) if R is None else jnp.asarray(R, md.s.dtype)
-    if Rfull.shape != (d1, k):
-        v.fail(f"R must have shape ({d1}, {k})", R)
+    if R is None:
+        Rfull = jnp.eye(d1, k, dtype=md.s.dtype)
+    else:
+        Rfull = jnp.asarray(v.array("R (d1, k)", R, ndim=2), md.s.dtype)
+        if Rfull.shape != (d1, k):
+            v.fail(f"R must have shape ({d1}, {k})", R)
+        if not np.allclose(np.asarray(Rfull).T @ np.asarray(Rfull), np.eye(k), atol=1e-5):
+            v.fail(f"R must have orthonormal columns (R^T R = I_{k})", R)
     sq = jnp.sqrt(md.s[jnp.array(K)])
     W1 = (Rfull * sq) @ md.V[:, K].T @ md.Sxx_inv_sqrt
     W2 = (md.U[:, K] * sq) @ Rfull.T
@@ -257,7 +281,8 @@ def critical_hessian_eigenvalues(s, dims, modes_used):
     q = min(d0, d2)
     if s.shape != (q,) or np.any(s < 0):
         v.fail(f"s must hold the q = min(d0, d2) = {q} singular values (>= 0)", s)
-    K = [int(i) for i in modes_used]
+    v.memory("the spectrum", (d1 * (d0 + d2),), 8)
+    K = _indices("modes_used", modes_used, q)
     if len(set(K)) != len(K) or len(K) > d1 or any(i < 0 or i >= q or s[i] <= 0 for i in K):
         v.fail(f"modes_used must be at most d1 = {d1} distinct indices in [0, {q}) with s_i > 0", modes_used)
     k, extra = len(K), abs(d0 - d2)
@@ -304,13 +329,17 @@ def saxe_curve(s, a0: float, t, loss_floor: float = 0.0) -> SaxeCurve:
     (Saxe, McClelland & Ganguli 2014, with this book's loss: no 1/2, hence the 4.) s (q,) > 0,
     0 < a0 < min(s) / 2, t (T,) >= 0.
     """
-    s = np.asarray(v.array("s (singular values)", s, ndim=1), np.float64)
+    s = np.asarray(v.array("s (singular values)", s, ndim=1, nonempty=True), np.float64)
     if np.any(s <= 0):
         v.fail("saxe_curve needs singular values s > 0", s)
     a0 = v.positive_float("a0 (initial mode strength)", a0)
     if a0 >= s.min() / 2:
         v.fail(f"a0 must be below min(s)/2 = {s.min() / 2:.4g} (small initialisation)", a0)
-    t = np.asarray(v.array("t (times)", t, ndim=1), np.float64)
+    t = np.asarray(v.array("t (times)", t, ndim=1, nonempty=True), np.float64)
+    if np.any(t < 0):
+        v.fail("t (times) must be >= 0", t)
+    loss_floor = v.real("loss_floor", loss_floor)
+    v.memory("the strengths", (t.shape[0], s.shape[0]), 8)
     a = s / (1 + (s / a0 - 1) * np.exp(-4 * s * t[:, None]))
     loss = np.sum((s - a) ** 2, axis=1) + float(loss_floor)
     return SaxeCurve(t, a, loss, np.log(s / a0 - 1) / (4 * s), s)
@@ -319,6 +348,10 @@ def saxe_curve(s, a0: float, t, loss_floor: float = 0.0) -> SaxeCurve:
 def mode_strengths(W1, W2, md: Modes):
     """Strengths ``a_i = u_i^T W2 W1 Sxx^{1/2} v_i`` (q,) of the product along the data's modes (chapter 4)."""
     W1, W2 = _weights(W1, W2)
+    md = _modes_arg(md)
+    if W2.shape[0] != md.U.shape[0] or W1.shape[1] != md.V.shape[0]:
+        v.fail(f"W2 W1 must have the data's shape (d2, d0) = {(md.U.shape[0], md.V.shape[0])}; "
+               f"W1 is {W1.shape}, W2", W2)
     Sxx_sqrt = jnp.linalg.inv(md.Sxx_inv_sqrt)
     return jnp.einsum("iq,ij,jq->q", md.U, W2 @ W1 @ Sxx_sqrt, md.V)
 
@@ -335,8 +368,11 @@ def small_init(key, dims, scale: float, n_trajectories: int | None = None):
     ``W2 = scale U diag(sqrt g) O[:, :q']^T``: balanced (``W1 W1^T = W2^T W2``) with product
     ``W2 W1 = scale^2 G_{q'}``. Returns theta (d,) or (m, d) when ``n_trajectories`` is given.
     """
+    v.key("key", key)
+    m = None if n_trajectories is None else v.positive_int("n_trajectories", n_trajectories)
     d0, d1, d2 = _dims(dims)
     scale = v.positive_float("scale", scale)
+    v.memory("the initial parameters", (1 if m is None else m, d1 * d0 + d2 * d1 + d2 * d0 + d1 * d1), 4)
     q = min(d0, d1, d2)
 
     def one(k):
@@ -350,7 +386,6 @@ def small_init(key, dims, scale: float, n_trajectories: int | None = None):
 
     if n_trajectories is None:
         return one(key)
-    m = v.positive_int("n_trajectories", n_trajectories)
     return jax.vmap(one)(jax.random.split(key, m))
 
 
@@ -360,8 +395,11 @@ def lazy_init(key, dims, scale: float = 1.0, n_trajectories: int | None = None):
     Independent Gaussian entries, ``W1 ~ N(0, scale^2 / d0)``, ``W2 ~ N(0, scale^2 / d1)`` (not balanced).
     Returns theta (d,) or (m, d).
     """
+    v.key("key", key)
+    m = None if n_trajectories is None else v.positive_int("n_trajectories", n_trajectories)
     d0, d1, d2 = _dims(dims)
     scale = v.positive_float("scale", scale)
+    v.memory("the initial parameters", (1 if m is None else m, d1 * d0 + d2 * d1 + d2 * d0 + d1 * d1), 4)
 
     def one(k):
         k1, k2 = jax.random.split(k)
@@ -371,8 +409,14 @@ def lazy_init(key, dims, scale: float = 1.0, n_trajectories: int | None = None):
 
     if n_trajectories is None:
         return one(key)
-    m = v.positive_int("n_trajectories", n_trajectories)
     return jax.vmap(one)(jax.random.split(key, m))
+
+
+def _matrices(P):
+    P = v.array("P (..., a, b)", P, nonempty=True)
+    if P.ndim < 2:
+        v.fail("P must be a matrix or a stack of matrices (..., a, b)", P)
+    return P
 
 
 def effective_rank(P):
@@ -380,7 +424,7 @@ def effective_rank(P):
 
     Roy & Vetterli (2007): 1 for a rank-one matrix, k for k equal singular values, 0 for P = 0.
     """
-    sv = jnp.linalg.svd(jnp.asarray(P), compute_uv=False)
+    sv = jnp.linalg.svd(jnp.asarray(_matrices(P)), compute_uv=False)
     tot = sv.sum(axis=-1, keepdims=True)
     p = sv / jnp.where(tot > 0, tot, 1.0)
     ent = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
@@ -406,6 +450,8 @@ def dln_sde_cov(theta, X, Y, scale, *, dims):
     Sigma is the Kronecker-form covariance ``sgdnotes.noise.dln_noise_cov``; for SGD with batch size B
     (with replacement) and time t = eta k, ``scale = eta / B``.
     """
+    if not isinstance(scale, jax.core.Tracer):  # traced under run_sde: used as is
+        v.real("scale", scale, minimum=0.0)
     W1, W2 = dln_unpack(theta, dims)
     return scale * dln_noise_cov(W1, W2, X, Y)
 
@@ -418,4 +464,4 @@ def numerical_rank(P, threshold: float):
     threshold below the smallest target singular value it counts the modes learned so far.
     """
     threshold = v.positive_float("threshold", threshold)
-    return jnp.sum(jnp.linalg.svd(jnp.asarray(P), compute_uv=False) > threshold, axis=-1)
+    return jnp.sum(jnp.linalg.svd(jnp.asarray(_matrices(P)), compute_uv=False) > threshold, axis=-1)

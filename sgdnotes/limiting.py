@@ -39,10 +39,46 @@ class OUModel(NamedTuple):
 def _hyper(eta, beta, batch_size=None, weight_decay=0.0):
     eta = v.positive_float("eta (learning rate)", eta)
     beta = v.in_range("momentum beta", beta, 0.0, 1.0)
-    if not np.isfinite(weight_decay) or weight_decay < 0:
-        v.fail("weight_decay must be a finite number >= 0", weight_decay)
+    weight_decay = v.real("weight_decay", weight_decay, minimum=0.0)
     S = None if batch_size is None else v.positive_int("batch_size", batch_size)
     return eta, beta, S, float(weight_decay)
+
+
+def _vals(name, x, ndim=None):
+    """A finite, non-empty real array (float64)."""
+    return np.asarray(v.array(name, x, ndim=ndim, nonempty=True), dtype=float)
+
+
+def _curvatures(rho, lam, strict=False):
+    """Eigenvalues rho (...) of H with rho + lam >= 0 (> 0 if ``strict``): a convex quadratic."""
+    rho = _vals("rho (Hessian eigenvalues)", rho)
+    if np.any(rho + lam < 0) or (strict and np.any(rho + lam <= 0)):
+        v.fail(f"rho + weight_decay must be {'> 0' if strict else '>= 0'} (a convex quadratic)", rho)
+    return rho
+
+
+def _noise(s):
+    """Noise variances s = q^T Sigma q (...) >= 0."""
+    s = _vals("s (noise variances q^T Sigma q)", s)
+    if np.any(s < -1e-8 * max(float(np.abs(s).max()), 1e-300)):  # round-off below 0 is tolerated
+        v.fail("s (noise variances q^T Sigma q) must be >= 0", s)
+    return s
+
+
+def _broadcast(**arrays):
+    try:
+        return np.broadcast_arrays(*arrays.values())
+    except ValueError:
+        v.fail(f"{', '.join(arrays)} must broadcast together; shapes", tuple(np.shape(a) for a in arrays.values()))
+
+
+def _steps(k, minimum):
+    """Lags k (K,): integers >= minimum (integral floats accepted, never truncated)."""
+    arr = _vals("k (steps)", k, ndim=1)
+    if not np.all(arr == np.round(arr)) or arr.min() < minimum:
+        v.fail(f"k must be a 1-D array of integer step counts >= {minimum}", k)
+    v.memory("the lags", (int(arr.max()) + 1,), 8 * 8)
+    return arr.astype(int)
 
 
 def ou_model(H, Sigma, eta, beta, batch_size, weight_decay=0.0, mu=None) -> OUModel:
@@ -62,7 +98,7 @@ def ou_model(H, Sigma, eta, beta, batch_size, weight_decay=0.0, mu=None) -> OUMo
     c = 2.0 / (eta * (1.0 + beta))
     A = np.block([[Z, -I], [c * (H + lam * I), c * (1.0 - beta) * I]])
     D = np.block([[Z, Z], [Z, c * (1.0 - beta) * Sigma]])
-    mu = np.zeros(d) if mu is None else v.array("mu", mu, ndim=1)
+    mu = np.zeros(d) if mu is None else v.array("mu", mu, shape=(d,))
     return OUModel(A, D, S * (1.0 - beta**2), np.concatenate([mu, np.zeros(d)]))
 
 
@@ -90,7 +126,7 @@ def oscillator_rates(rho, eta, beta, weight_decay=0.0):
     gamma = (1-beta)/(eta(1+beta)), omega = sqrt(2 (rho+lam)/(eta(1+beta))); rho (...) -> each (...).
     """
     eta, beta, _, lam = _hyper(eta, beta, None, weight_decay)
-    rho = np.asarray(rho, dtype=float)
+    rho = _curvatures(rho, lam)
     gamma = np.full_like(rho, (1.0 - beta) / (eta * (1.0 + beta)))
     return gamma, np.sqrt(2.0 * (rho + lam) / (eta * (1.0 + beta)))
 
@@ -110,7 +146,7 @@ def mode_propagator(gamma, omega, t):
     e^{-(gamma+r)t})/(2r)`` (``t e^{-gamma t}`` at r = 0), ``exp(-S t) = [[c + gamma s, s],
     [-omega^2 s, c - gamma s]]``. gamma, omega, t broadcast together.
     """
-    gamma, omega, t = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (gamma, omega, t)))
+    gamma, omega, t = _broadcast(gamma=_vals("gamma", gamma), omega=_vals("omega", omega), t=_vals("t", t))
     r = np.sqrt(gamma**2 - omega**2 + 0j)
     ep, em = np.exp(-(gamma + r) * t), np.exp(-(gamma - r) * t)
     c = np.real((ep + em) / 2)
@@ -127,9 +163,13 @@ def oscillator(a0, b0, rho, eta, beta, t, weight_decay=0.0):
 
     a0, b0, rho (L,) initial coordinates and eigenvalues; t (T,) times (t = eta k). Returns two (T, L).
     """
+    rho = _vals("rho", rho, ndim=1)
+    a0, b0 = _vals("a0", a0, ndim=1), _vals("b0", b0, ndim=1)
+    if a0.shape != rho.shape or b0.shape != rho.shape:
+        v.fail(f"a0, b0 and rho must have the same shape (L,); rho has {rho.shape}, (a0, b0)", (a0.shape, b0.shape))
+    t = _vals("t", t, ndim=1)
     gamma, omega = oscillator_rates(rho, eta, beta, weight_decay)
-    P = mode_propagator(gamma[None, :], omega[None, :], np.asarray(t, float)[:, None])  # (T, L, 2, 2)
-    a0, b0 = np.asarray(a0, float), np.asarray(b0, float)
+    P = mode_propagator(gamma[None, :], omega[None, :], t[:, None])  # (T, L, 2, 2)
     return P[..., 0, 0] * a0 + P[..., 0, 1] * b0, P[..., 1, 0] * a0 + P[..., 1, 1] * b0
 
 
@@ -140,7 +180,7 @@ def stationary_variances(rho, s, eta, beta, batch_size, weight_decay=0.0):
     position and velocity uncorrelated. rho, s = q^T Sigma q broadcast -> (var_theta, var_v).
     """
     eta, beta, S, lam = _hyper(eta, beta, batch_size, weight_decay)
-    rho, s = np.asarray(rho, float), np.asarray(s, float)
+    rho, s = _broadcast(rho=_curvatures(rho, lam, strict=True), s=_noise(s))
     return eta * s / (2 * S * (1 - beta) * (rho + lam)), s / (S * (1 - beta**2)) + 0 * rho
 
 
@@ -151,7 +191,10 @@ def momentum_speed(eta, beta, batch_size, trace_sigma2_H):
     constant Sigma, chapter 8). Scalars or broadcasting arrays.
     """
     eta, beta, S, _ = _hyper(eta, beta, batch_size)
-    return eta**2 * np.asarray(trace_sigma2_H, float) / (S * (1.0 - beta**2))
+    tr = _vals("trace_sigma2_H", trace_sigma2_H)
+    if np.any(tr < 0):
+        v.fail("trace_sigma2_H (a trace of a covariance) must be >= 0", trace_sigma2_H)
+    return eta**2 * tr / (S * (1.0 - beta**2))
 
 
 def velocity_correlation(k, rho, eta, beta, weight_decay=0.0):
@@ -159,8 +202,11 @@ def velocity_correlation(k, rho, eta, beta, weight_decay=0.0):
 
     k (K,) steps, rho (L,) -> (K, L). (The paper writes the lag as k itself; the lag in time is eta k.)
     """
+    k = _vals("k (lags)", k, ndim=1)
+    rho = _vals("rho", rho, ndim=1)
     gamma, omega = oscillator_rates(rho, eta, beta, weight_decay)
-    t = eta * np.asarray(k, float)[:, None]
+    eta = v.positive_float("eta (learning rate)", eta)
+    t = eta * k[:, None]
     return mode_propagator(gamma[None, :], omega[None, :], t)[..., 1, 1]
 
 
@@ -170,9 +216,10 @@ def global_displacement(k, rho, s, eta, beta, batch_size, weight_decay=0.0):
     ``sum_l eta^2 Var(v_l) [k + 2 sum_{tau=1}^{k-1} (k - tau) C_l(tau)]`` with C_l at lag eta tau.
     k (K,) positive ints, rho, s (L,) -> (K,).
     """
-    k = np.asarray(k, dtype=int)
-    if k.ndim != 1 or k.min() < 1:
-        v.fail("k must be a 1-D array of positive step counts", k)
+    k = _steps(k, 1)
+    rho, s = _vals("rho", rho, ndim=1), _vals("s", s, ndim=1)
+    if rho.shape != s.shape:
+        v.fail(f"rho and s must have the same shape (L,); rho has {rho.shape}, s", s)
     _, var_v = stationary_variances(rho, s, eta, beta, batch_size, weight_decay)
     kmax = int(k.max())
     C = velocity_correlation(np.arange(1, kmax), rho, eta, beta, weight_decay) if kmax > 1 else np.zeros((0, len(var_v)))
@@ -196,7 +243,7 @@ def discrete_transition(rho, eta, beta, weight_decay=0.0):
     times eta (variance ``eta^2 s / S``).
     """
     eta, beta, _, lam = _hyper(eta, beta, None, weight_decay)
-    h = eta * (np.asarray(rho, float) + lam)
+    h = eta * (_curvatures(rho, lam) + lam)
     M = np.empty(h.shape + (2, 2))
     M[..., 0, 0], M[..., 0, 1], M[..., 1, 0], M[..., 1, 1] = 1 - h, beta, -h, beta
     return M
@@ -209,10 +256,11 @@ def discrete_mode_moments(rho, s, eta, beta, batch_size, weight_decay=0.0):
     Cov(x, u) = Var u / 2,  Var x = (1+beta) Var u / (2h). Needs 0 < h < 2(1+beta) (stability).
     """
     eta, beta, S, lam = _hyper(eta, beta, batch_size, weight_decay)
-    h = eta * (np.asarray(rho, float) + lam)
+    rho, s = _broadcast(rho=_vals("rho", rho), s=_noise(s))
+    h = eta * (rho + lam)
     if np.any(h <= 0) or np.any(h >= 2 * (1 + beta)):
         v.fail("need 0 < eta (rho + lam) < 2 (1 + beta) for a stationary law", h)
-    q = eta**2 * np.asarray(s, float) / S
+    q = eta**2 * s / S
     var_u = 2 * q / ((1 - beta) * (2 * (1 + beta) - h))
     return (1 + beta) * var_u / (2 * h), var_u / 2, var_u
 
@@ -233,8 +281,11 @@ def discrete_stationary_cov(H, Sigma, eta, beta, batch_size, weight_decay=0.0):
     """
     H = v.symmetric_psd("H (Hessian)", H)
     Sigma = v.symmetric_psd("Sigma (noise covariance)", Sigma)
+    if H.shape != Sigma.shape:
+        v.fail(f"H and Sigma must have the same shape; H is {H.shape}, Sigma", Sigma)
     eta, beta, S, lam = _hyper(eta, beta, batch_size, weight_decay)
     d = H.shape[0]
+    v.memory("the stationary covariance", (2 * d, 2 * d), 8 * 4)
     I = np.eye(d)
     Ht = H + lam * I
     M = np.block([[I - eta * Ht, beta * I], [-eta * Ht, beta * I]])
@@ -252,8 +303,11 @@ def displacement_from_rest(k, rho, s, eta, beta, batch_size, weight_decay=0.0, m
     ``model="continuous"``: the OU model at t = eta k, ``kappa^{-1}(B - e^{-St} B e^{-S^T t})`` (eq. (20)).
     k (K,) ints >= 0; rho, s (L,).
     """
-    k = np.asarray(k, dtype=int)
-    rho, s = np.asarray(rho, float), np.asarray(s, float)
+    v.one_of("model", model, {"discrete", "continuous"})
+    k = _steps(k, 0)
+    rho, s = _vals("rho", rho, ndim=1), _vals("s", s, ndim=1)
+    if rho.shape != s.shape:
+        v.fail(f"rho and s must have the same shape (L,); rho has {rho.shape}, s", s)
     if model == "discrete":
         vx, cxu, vu = discrete_mode_moments(rho, s, eta, beta, batch_size, weight_decay)
         C = np.stack([np.stack([vx, cxu], -1), np.stack([cxu, vu], -1)], -2)  # (L, 2, 2)
@@ -277,8 +331,11 @@ def stationary_displacement(k, rho, s, eta, beta, batch_size, weight_decay=0.0, 
     discrete: ``Cov = (M^k C)_{xx}`` (exact for momentum SGD); continuous: ``(e^{-S eta k} B)_{theta theta}``.
     Bounded by 4 tr Var(theta): in a quadratic basin the stationary displacement saturates. k (K,), rho, s (L,).
     """
-    k = np.asarray(k, dtype=int)
-    rho, s = np.asarray(rho, float), np.asarray(s, float)
+    v.one_of("model", model, {"discrete", "continuous"})
+    k = _steps(k, 0)
+    rho, s = _vals("rho", rho, ndim=1), _vals("s", s, ndim=1)
+    if rho.shape != s.shape:
+        v.fail(f"rho and s must have the same shape (L,); rho has {rho.shape}, s", s)
     if model == "discrete":
         vx, cxu, vu = discrete_mode_moments(rho, s, eta, beta, batch_size, weight_decay)
         M = discrete_transition(rho, eta, beta, weight_decay)
@@ -302,8 +359,9 @@ def spectral_peak(rho, eta, beta, weight_decay=0.0, model="discrete"):
     ``1/|1 - a1 e^{-iw} - a2 e^{-2iw}|^2`` peaks where ``cos w = a1 (a2 - 1)/(4 a2)`` (0 if none).
     continuous: ``eta sqrt(omega^2 - 2 gamma^2)`` (0 if omega^2 < 2 gamma^2). rho (...) -> (...).
     """
+    v.one_of("model", model, {"discrete", "continuous"})
     eta, beta, _, lam = _hyper(eta, beta, None, weight_decay)
-    rho = np.asarray(rho, float)
+    rho = _curvatures(rho, lam)
     if model == "discrete":
         a1, a2 = 1 + beta - eta * (rho + lam), -beta
         if beta == 0:
@@ -323,16 +381,20 @@ def linreg_noise_spectrum(theta, X, Y, U):
     .linreg_loss``); its gradient is ``x (x) r`` with r = W^T x - y. theta (..., d_in*d_out), X (n, d_in),
     Y (n, d_out), U (d_in, p) orthonormal columns -> (..., p, d_out).
     """
-    X = np.asarray(v.array("X", X, ndim=2), float)
-    Y = np.asarray(v.array("Y", Y, ndim=2), float)
+    X = np.asarray(v.array("X", X, ndim=2, nonempty=True), float)
+    Y = np.asarray(v.array("Y", Y, ndim=2, nonempty=True), float)
     v.same_rows(X, Y)
-    theta = np.asarray(theta, float)
+    theta = _vals("theta (..., d_in*d_out)", theta)
     d_in, d_out = X.shape[1], Y.shape[1]
-    if theta.shape[-1] != d_in * d_out:
+    if theta.ndim < 1 or theta.shape[-1] != d_in * d_out:
         v.fail(f"theta must have last dimension d_in * d_out = {d_in * d_out}", theta)
     W = theta.reshape(theta.shape[:-1] + (d_in, d_out))
+    U = _vals("U (d_in, p)", U, ndim=2)
+    if U.shape[0] != d_in or not np.allclose(U.T @ U, np.eye(U.shape[1]), atol=1e-4):
+        v.fail(f"U must be (d_in = {d_in}, p) with orthonormal columns", U)
+    v.memory("the residuals", theta.shape[:-1] + X.shape, 8)
     R = np.matmul(X, W) - Y  # (..., n, d_out)
-    P = X @ np.asarray(U, float)  # (n, p)
+    P = X @ U  # (n, p)
     m2 = np.matmul((P**2).T, R**2) / X.shape[0]
     m1 = np.matmul(P.T, R) / X.shape[0]
     return m2 - m1**2

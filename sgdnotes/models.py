@@ -48,13 +48,36 @@ def linreg_loss(theta, x, y):
 
     theta (d_in * d_out,), x (d_in,), y (d_out,) -> scalar.
     """
+    theta = v.array("theta (d_in * d_out,)", theta, ndim=1, nonempty=True)
+    x = v.array("x (d_in,)", x, ndim=1, nonempty=True)
+    y = v.array("y (d_out,)", y, nonempty=True)
+    if y.ndim > 1 or theta.shape[0] != x.shape[0] * y.size:
+        v.fail(f"theta must have d_in * d_out entries and y shape (d_out,); theta has {theta.shape[0]}, "
+               f"x has d_in = {x.shape[0]}, y", y)
     W = theta.reshape(x.shape[0], -1)
     r = y - x @ W
     return 0.5 * jnp.sum(r * r)
 
 
+def _xy(X, Y):
+    X = v.array("X (n, d_in)", X, ndim=2, nonempty=True)
+    Y = v.array("Y (n, d_out)", Y, ndim=2, nonempty=True)
+    v.same_rows(X, Y)
+    return X, Y
+
+
+def _linreg_args(theta, X, Y):
+    X, Y = _xy(X, Y)
+    theta = v.array("theta (d_in * d_out,)", theta, ndim=1)
+    if theta.shape[0] != X.shape[1] * Y.shape[1]:
+        v.fail(f"theta must have d_in * d_out = {X.shape[1]} * {Y.shape[1]} = {X.shape[1] * Y.shape[1]} entries",
+               theta)
+    return theta, X, Y
+
+
 def linreg_full_loss(theta, X, Y):
     """Empirical risk ``L_n(theta) = (1/2n) sum_i ||y_i - W^T x_i||^2``. theta (d,), X (n, d_in), Y (n, d_out)."""
+    theta, X, Y = _linreg_args(theta, X, Y)
     W = theta.reshape(X.shape[1], -1)
     R = Y - X @ W
     return 0.5 * jnp.mean(jnp.sum(R * R, axis=1))
@@ -62,12 +85,15 @@ def linreg_full_loss(theta, X, Y):
 
 def linreg_hessian(X, d_out: int = 1):
     """Hessian of ``L_n`` (constant): ``(X^T X / n) kron I_{d_out}`` in the row-major theta order. -> (d, d)."""
-    X = jnp.asarray(X)
+    X = jnp.asarray(v.array("X (n, d_in)", X, ndim=2, nonempty=True))
+    d_out = v.positive_int("d_out", d_out)
+    v.memory("the Hessian", (X.shape[1] * d_out, X.shape[1] * d_out), X.dtype.itemsize)
     return jnp.kron(X.T @ X / X.shape[0], jnp.eye(d_out, dtype=X.dtype))
 
 
 def linreg_minimiser(X, Y):
     """Least-squares minimiser of ``L_n`` (flattened row-major), via ``lstsq``. -> (d_in * d_out,)."""
+    X, Y = _xy(X, Y)
     W, *_ = jnp.linalg.lstsq(X, Y)
     return W.reshape(-1)
 
@@ -91,16 +117,24 @@ def make_linreg_data(
     infinite otherwise). ``theta_star`` defaults to a fixed draw from N(0, I/d) made from ``key``.
     Returns a :class:`Dataset` with ``X`` (n, d), ``Y`` (n, 1).
     """
+    v.key("key", key)
     n = v.positive_int("n (number of samples)", n)
     d = v.positive_int("d (input dimension)", d)
     v.one_of("inputs", inputs, {"gaussian", "student_t"})
-    if noise_std < 0 or not np.isfinite(noise_std):
-        v.fail("noise_std must be a finite number >= 0", noise_std)
+    v.real("noise_std", noise_std, minimum=0.0)
+    dtype = v.float_dtype("dtype", dtype)
+    v.memory("X", (n, d), dtype.itemsize)
+    v.memory("input_cov", (d, d), dtype.itemsize)
     if inputs == "student_t":
         v.positive_float("df (Student-t degrees of freedom)", df)
-    scales = jnp.ones(d, dtype) if input_scales is None else jnp.asarray(input_scales, dtype)
-    if scales.shape != (d,) or not bool(jnp.all(scales > 0)):
-        v.fail(f"input_scales must be a positive vector of shape ({d},)", input_scales)
+    if input_scales is None:
+        scales = jnp.ones(d, dtype)
+    else:
+        scales = v.array("input_scales", input_scales)  # finite (checked on concrete values only)
+        if scales.shape != (d,) or (not isinstance(scales, jax.core.Tracer)
+                                    and not bool(np.all(np.asarray(scales) > 0))):
+            v.fail(f"input_scales must be a positive vector of shape ({d},)", input_scales)
+        scales = jnp.asarray(scales, dtype)
     k_theta, k_x, k_eps = jax.random.split(key, 3)
     if theta_star is None:
         theta_star = jax.random.normal(k_theta, (d,), dtype) / np.sqrt(d)
@@ -116,7 +150,8 @@ def make_linreg_data(
         var = jnp.full(d, df / (df - 2) if df > 2 else jnp.inf, dtype)
     X = Z * scales
     Y = (X @ theta_star + noise_std * jax.random.normal(k_eps, (n,), dtype))[:, None]
-    input_cov = jnp.diag(var * scales**2) if bool(jnp.all(jnp.isfinite(var))) else None
+    finite_var = inputs == "gaussian" or df > 2  # decided on concrete df, so this also works under jit
+    input_cov = jnp.diag(var * scales**2) if finite_var else None
     return Dataset(X, Y, theta_star, input_cov, float(noise_std))
 
 
@@ -124,9 +159,19 @@ def make_linreg_data(
 # Two-layer linear network
 
 
+def _dims(dims):
+    """dims = (d0, d1, d2): three positive integers (integral floats accepted, 2.7 refused)."""
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__len__") or len(dims) != 3:
+        v.fail("dims must be (d0, d1, d2)", dims)
+    return tuple(v.count("each of dims (d0, d1, d2)", x) for x in dims)
+
+
 def dln_unpack(theta, dims):
     """theta (d1*d0 + d2*d1,) -> (W1 (d1, d0), W2 (d2, d1)); vec stacks columns (Fortran order)."""
-    d0, d1, d2 = dims
+    d0, d1, d2 = _dims(dims)
+    theta = v.array("theta (d1*d0 + d2*d1,)", theta, ndim=1)
+    if theta.shape[0] != d1 * d0 + d2 * d1:
+        v.fail(f"theta must have d1*d0 + d2*d1 = {d1 * d0 + d2 * d1} entries for dims {(d0, d1, d2)}", theta)
     W1 = theta[: d1 * d0].reshape(d0, d1).T
     W2 = theta[d1 * d0 :].reshape(d1, d2).T
     return W1, W2
@@ -134,6 +179,10 @@ def dln_unpack(theta, dims):
 
 def dln_pack(W1, W2):
     """(W1 (d1, d0), W2 (d2, d1)) -> theta = [vec W1; vec W2] (d1*d0 + d2*d1,), Fortran-order vec."""
+    W1 = v.array("W1 (d1, d0)", W1, ndim=2, nonempty=True)
+    W2 = v.array("W2 (d2, d1)", W2, ndim=2, nonempty=True)
+    if W2.shape[1] != W1.shape[0]:
+        v.fail(f"W2 (d2, d1) must have d1 = W1.shape[0] = {W1.shape[0]} columns", W2)
     return jnp.concatenate([W1.T.reshape(-1), W2.T.reshape(-1)])
 
 
@@ -143,6 +192,9 @@ def dln2_loss(theta, x, y, dims):
     theta (d1*d0 + d2*d1,), x (d0,), y (d2,), dims = (d0, d1, d2) -> scalar.
     Use ``functools.partial(dln2_loss, dims=dims)`` as a ``loss_fn``.
     """
+    d0, _, d2 = _dims(dims)
+    x = v.array("x (d0,)", x, shape=(d0,))
+    y = v.array("y (d2,)", y, shape=(d2,))
     W1, W2 = dln_unpack(theta, dims)
     r = y - W2 @ (W1 @ x)
     return jnp.sum(r * r)
@@ -154,10 +206,13 @@ def make_dln_teacher_data(key, n: int, dims, *, noise_std: float = 0.1, dtype=jn
 
     Returns ``(X (n, d0), Y (n, d2), M (d2, d0))``.
     """
+    v.key("key", key)
     n = v.positive_int("n (number of samples)", n)
-    if len(dims) != 3:
-        v.fail("dims must be (d0, d1, d2)", dims)
-    d0, _, d2 = (v.positive_int("each of dims", int(x)) for x in dims)
+    d0, _, d2 = _dims(dims)
+    v.real("noise_std", noise_std, minimum=0.0)
+    dtype = v.float_dtype("dtype", dtype)
+    v.memory("X and Y", (n, d0 + d2), dtype.itemsize)
+    v.memory("the teacher factors", (max(d0, d2), min(d0, d2)), dtype.itemsize)
     k_u, k_v, k_x, k_e = jax.random.split(key, 4)
     r = min(d0, d2)
     U, _ = jnp.linalg.qr(jax.random.normal(k_u, (d2, r), dtype))
@@ -179,6 +234,7 @@ def load_digits_regression(dtype=jnp.float32):
     Inputs are the 64 pixel intensities scaled to [0, 1] and centred; targets are one-hot labels
     (10 columns), centred. Returns ``(X (1797, 64), Y (1797, 10))``.
     """
+    dtype = v.float_dtype("dtype", dtype)
     from sklearn.datasets import load_digits  # bundled with scikit-learn, no network
 
     data = load_digits()

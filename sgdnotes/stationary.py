@@ -40,6 +40,9 @@ def drift_decomposition(A, D):
     B = lyapunov(A, D)
     A = np.asarray(A, dtype=float)
     D = np.asarray(D, dtype=float)
+    w = np.linalg.eigvalsh(B)
+    if w.min() <= 1e-12 * max(w.max(), 1e-300):
+        v.fail("the stationary covariance B is singular (D must have full rank on the controllable subspace)", D)
     Q = A @ B - D
     Q = (Q - Q.T) / 2
     U = np.linalg.inv(B)
@@ -78,10 +81,12 @@ def ou_stationary(A, D, mu=None) -> OUStationary:
 
 def gaussian_density(x, mean, cov):
     """Density of N(mean (d,), cov (d, d)) at points x (..., d) -> (...)."""
-    x = np.asarray(x, dtype=float)
-    mean = np.asarray(mean, dtype=float)
-    cov = np.asarray(cov, dtype=float)
+    x = np.asarray(v.array("x (..., d)", x, nonempty=True), dtype=float)
+    mean = np.asarray(v.array("mean (d,)", mean, ndim=1, nonempty=True), dtype=float)
     d = mean.shape[0]
+    cov = v.symmetric_psd("cov (d, d)", cov, definite=True)
+    if cov.shape != (d, d):
+        v.fail(f"cov must have shape ({d}, {d}) like mean", cov)
     if x.shape[-1] != d:
         v.fail(f"x must have last dimension d = {d}", x)
     z = x - mean
@@ -97,7 +102,7 @@ def ou_current(x, A, D, mu=None):
     A = H symmetric this means ``H D = D H``. Chapter 3.
     """
     st = ou_stationary(A, D, mu)
-    x = np.asarray(x, dtype=float)
+    x = np.asarray(v.array("x (..., d)", x, nonempty=True), dtype=float)
     p = gaussian_density(x, st.mean, st.cov)
     return -((x - st.mean) @ (st.Q @ st.U).T) * p[..., None]
 
@@ -123,10 +128,14 @@ def ou_transient(A, D, t, mean0, cov0=None, mu=None):
     B = lyapunov(A, D)
     A = np.asarray(A, dtype=float)
     d = A.shape[0]
-    mu = np.zeros(d) if mu is None else np.asarray(mu, dtype=float)
-    mean0 = np.asarray(v.array("mean0", mean0, ndim=1), dtype=float)
+    mu = np.zeros(d) if mu is None else np.asarray(v.array("mu", mu, shape=(d,)), dtype=float)
+    mean0 = np.asarray(v.array("mean0", mean0, shape=(d,)), dtype=float)
     cov0 = np.zeros((d, d)) if cov0 is None else v.symmetric_psd("cov0", cov0)
-    t = np.atleast_1d(np.asarray(t, dtype=float))
+    if cov0.shape != (d, d):
+        v.fail(f"cov0 must have shape ({d}, {d})", cov0)
+    t = np.atleast_1d(np.asarray(v.array("t (times)", t, nonempty=True), dtype=float))
+    if t.ndim != 1:
+        v.fail("t (times) must be a scalar or a 1-D array", t)
     if np.any(t < 0):
         v.fail("times t must be >= 0", t)
     means, covs = [], []
@@ -140,9 +149,13 @@ def ou_transient(A, D, t, mean0, cov0=None, mu=None):
 
 def gaussian_kl(mean0, cov0, mean1, cov1) -> float:
     """KL( N(mean0, cov0) || N(mean1, cov1) ) in nats; covariances (d, d) positive definite."""
-    mean0, mean1 = np.asarray(mean0, float), np.asarray(mean1, float)
-    cov0, cov1 = np.asarray(cov0, float), np.asarray(cov1, float)
+    mean0 = np.asarray(v.array("mean0 (d,)", mean0, ndim=1, nonempty=True), float)
     d = mean0.shape[0]
+    mean1 = np.asarray(v.array("mean1 (d,)", mean1, shape=(d,)), float)
+    cov0 = v.symmetric_psd("cov0 (d, d)", cov0, definite=True)
+    cov1 = v.symmetric_psd("cov1 (d, d)", cov1, definite=True)
+    if cov0.shape != (d, d) or cov1.shape != (d, d):
+        v.fail(f"cov0 and cov1 must have shape ({d}, {d}) like mean0; their shapes", (cov0.shape, cov1.shape))
     S = np.linalg.solve(cov1, cov0)
     z = np.linalg.solve(cov1, mean1 - mean0)
     _, l0 = np.linalg.slogdet(cov0)
@@ -167,14 +180,17 @@ class Grid(NamedTuple):
 
 def make_grid(lows, highs, n) -> Grid:
     """Grid of ``n`` cells per axis on the box [lows, highs] (1-D or 2-D); lows, highs (d,), n int or (d,)."""
-    lows = np.atleast_1d(np.asarray(lows, dtype=float))
-    highs = np.atleast_1d(np.asarray(highs, dtype=float))
+    lows = np.atleast_1d(np.asarray(v.array("lows", lows), dtype=float))
+    highs = np.atleast_1d(np.asarray(v.array("highs", highs), dtype=float))
     if lows.shape != highs.shape or lows.ndim != 1 or lows.size not in (1, 2):
         v.fail("lows and highs must both have shape (1,) or (2,)", lows)
     if np.any(highs <= lows):
         v.fail("each high must exceed its low", highs)
-    ns = np.broadcast_to(np.atleast_1d(n), lows.shape)
-    ns = [v.positive_int("n (cells per axis)", int(k), 3) for k in ns]
+    n_arr = np.atleast_1d(v.array("n (cells per axis)", n))
+    if n_arr.ndim != 1 or n_arr.size not in (1, lows.size):
+        v.fail(f"n (cells per axis) must be an integer or have shape ({lows.size},)", n)
+    ns = [v.count("n (cells per axis)", k, 3) for k in np.broadcast_to(n_arr, lows.shape)]  # 3.7 refused
+    v.memory("the grid points", tuple(ns) + (len(ns),), 8)
     edges = tuple(np.linspace(lo, hi, k + 1) for lo, hi, k in zip(lows, highs, ns))
     centers = tuple((e[1:] + e[:-1]) / 2 for e in edges)
     h = np.array([e[1] - e[0] for e in edges])
@@ -185,7 +201,7 @@ def make_grid(lows, highs, n) -> Grid:
 def _field_values(grid: Grid, field, d):
     """Evaluate a drift callable f(points (..., d)) -> (..., d) or accept an array (*shape, d)."""
     arr = field(grid.points) if callable(field) else field
-    arr = np.asarray(arr, dtype=float)
+    arr = np.asarray(v.array("drift (values on the grid)", arr), dtype=float)
     if arr.shape != grid.shape + (d,):
         v.fail(f"drift must give shape {grid.shape + (d,)}", arr)
     return arr
@@ -194,14 +210,25 @@ def _field_values(grid: Grid, field, d):
 def _diffusion_values(grid: Grid, diffusion, d):
     """Diffusion as a field (*shape, d, d): a constant (d, d) matrix, a scalar, a callable or an array."""
     D = diffusion(grid.points) if callable(diffusion) else diffusion
-    D = np.asarray(D, dtype=float)
+    D = np.asarray(v.array("diffusion (values on the grid)", D), dtype=float)
     if D.ndim == 0:
         D = D * np.eye(d)
     if D.shape == (d, d):
         D = np.broadcast_to(D, grid.shape + (d, d))
     if D.shape != grid.shape + (d, d):
         v.fail(f"diffusion must be a scalar, a ({d}, {d}) matrix or a field of shape {grid.shape + (d, d)}", D)
+    scale = max(1.0, float(np.max(np.abs(D))))
+    if not np.allclose(D, np.swapaxes(D, -1, -2), atol=1e-8 * scale):
+        v.fail("diffusion must be symmetric in every cell", D)
+    if np.linalg.eigvalsh((D + np.swapaxes(D, -1, -2)) / 2).min() < -1e-8 * scale:
+        v.fail("diffusion must be positive semi-definite in every cell", D)
     return D
+
+
+def _grid(grid) -> Grid:
+    if not isinstance(grid, Grid):
+        v.fail("grid must be a Grid from sgdnotes.stationary.make_grid", grid)
+    return grid
 
 
 def _face_fluxes(grid: Grid, drift, diffusion, alpha):
@@ -283,6 +310,7 @@ def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0):
     """
     import scipy.sparse as sp
 
+    grid = _grid(grid)
     alpha = v.in_range("alpha (0 Ito, 1/2 Stratonovich, 1 gradient form)", alpha, 0.0, 1.0, closed_high=True)
     N = int(np.prod(grid.shape))
     G = sp.csr_matrix((N, N))
@@ -307,7 +335,9 @@ def fp_current(grid: Grid, p, drift, diffusion, alpha: float = 0.0):
     """Cell-centred probability current J (*shape, d) of a grid density p (*shape): mean of the two
     face fluxes of each cell along each axis (the wall fluxes are 0). Same discretisation as
     :func:`fp_generator`."""
-    p = np.asarray(p, dtype=float)
+    grid = _grid(grid)
+    alpha = v.in_range("alpha (0 Ito, 1/2 Stratonovich, 1 gradient form)", alpha, 0.0, 1.0, closed_high=True)
+    p = np.asarray(v.array("p", p), dtype=float)
     if p.shape != grid.shape:
         v.fail(f"p must have the grid shape {grid.shape}", p)
     d = len(grid.shape)
@@ -346,10 +376,13 @@ def fp_evolve(grid: Grid, p0, times, drift, diffusion, alpha: float = 0.0):
     """
     import scipy.sparse.linalg as spl
 
+    grid = _grid(grid)
     p0 = np.asarray(v.array("p0", p0), dtype=float)
     if p0.shape != grid.shape:
         v.fail(f"p0 must have the grid shape {grid.shape}", p0)
-    times = np.asarray(v.array("times", times, ndim=1), dtype=float)
+    if np.any(p0 < 0):
+        v.fail("p0 must be a density (>= 0 everywhere)", p0)
+    times = np.asarray(v.array("times", times, ndim=1, nonempty=True), dtype=float)
     if np.any(times < 0) or np.any(np.diff(times) < 0):
         v.fail("times must be non-negative and non-decreasing", times)
     G = fp_generator(grid, drift, diffusion, alpha).tocsc()
@@ -367,9 +400,10 @@ def gibbs_density(grid: Grid, potential, temperature: float):
 
     potential: callable ``V(points (..., d)) -> (...)`` or array (*shape). Chapter 3.
     """
+    grid = _grid(grid)
     T = v.positive_float("temperature", temperature)
     V = potential(grid.points) if callable(potential) else potential
-    V = np.asarray(V, dtype=float)
+    V = np.asarray(v.array("potential (values on the grid)", V), dtype=float)
     if V.shape != grid.shape:
         v.fail(f"potential must give the grid shape {grid.shape}", V)
     w = np.exp(-(V - V.min()) / T)
@@ -387,6 +421,7 @@ def helmholtz_potential(grid: Grid, drift, diffusion):
     import scipy.sparse as sp
     import scipy.sparse.linalg as spl
 
+    grid = _grid(grid)
     d = len(grid.shape)
     N = int(np.prod(grid.shape))
     zero = np.zeros(grid.shape + (d,))
@@ -403,7 +438,7 @@ def helmholtz_potential(grid: Grid, drift, diffusion):
 def effective_potential(p, temperature: float):
     """``S = -T log p`` (*shape), shifted to min 0 (chapter 3); p a positive grid density."""
     T = v.positive_float("temperature", temperature)
-    p = np.asarray(p, dtype=float)
+    p = np.asarray(v.array("p (density)", p, nonempty=True), dtype=float)
     if np.any(p <= 0):
         v.fail("the density must be positive everywhere to take its logarithm", p.min())
     S = -T * np.log(p)
@@ -439,7 +474,13 @@ def current_from_increments(path, dt: float, edges) -> CurrentEstimate:
     if path.shape[2] != 2 or path.shape[0] < 2:
         v.fail("path must have shape (T+1, m, 2) with T >= 1", path)
     dt = v.positive_float("dt", dt)
-    ex, ey = (np.asarray(e, dtype=float) for e in edges)
+    if isinstance(edges, (str, bytes)) or not hasattr(edges, "__len__") or len(edges) != 2:
+        v.fail("edges must be a pair (x_edges, y_edges)", edges)
+    ex, ey = (np.asarray(v.array(f"{a}_edges", e, ndim=1), dtype=float) for a, e in zip("xy", edges))
+    for a, e in (("x", ex), ("y", ey)):
+        if e.size < 2 or np.any(np.diff(e) <= 0) or not np.allclose(np.diff(e), e[1] - e[0], rtol=1e-6):
+            v.fail(f"{a}_edges must be >= 2 increasing, equally spaced bin edges", e)
+    v.memory("the per-trajectory current", (path.shape[1], ex.size, ey.size, 2), 8)
     T, m = path.shape[0] - 1, path.shape[1]
     mid = (path[1:] + path[:-1]) / 2
     inc = path[1:] - path[:-1]
@@ -484,7 +525,7 @@ def area_rate(path, dt: float, center=None) -> AreaRate:
         v.fail("path must have shape (T+1, m, d) with T >= 1, m >= 2, d >= 2", path)
     dt = v.positive_float("dt", dt)
     xy = path[..., :2]
-    c = xy.reshape(-1, 2).mean(0) if center is None else np.asarray(center, dtype=float)
+    c = xy.reshape(-1, 2).mean(0) if center is None else np.asarray(v.array("center", center, shape=(2,)), float)
     z = xy - c
     da = 0.5 * (z[:-1, :, 0] * z[1:, :, 1] - z[:-1, :, 1] * z[1:, :, 0])
     per = da.mean(0) / dt
