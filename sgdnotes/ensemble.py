@@ -365,9 +365,17 @@ def _chunk_fn(body, mesh, static):
     if fn is not None:
         return fn
     kw = dict(static)
+    block = kw.pop("_block")
 
     def local(carry, replicated, seg_lengths, k0, burn_in):
-        return body(carry, replicated, seg_lengths, k0, burn_in, **kw)
+        # fixed-size blocks of trajectories, one after another: every trajectory is computed by the same
+        # compiled block code at the same lane, whatever the number of devices and trajectories
+        nb = carry.theta.shape[0] // block
+        blocks = jax.tree_util.tree_map(lambda x: x.reshape((nb, block) + x.shape[1:]), carry)
+        c, th, ob = jax.lax.map(lambda cb: body(cb, replicated, seg_lengths, k0, burn_in, **kw), blocks)
+        c = jax.tree_util.tree_map(lambda x: x.reshape((nb * block,) + x.shape[2:]), c)
+        join = (lambda x: None if x is None else jnp.moveaxis(x, 0, 1).reshape((x.shape[1], nb * block) + x.shape[3:]))
+        return c, join(th), join(ob)
 
     if mesh is None:
         fn = jax.jit(local)
@@ -390,24 +398,25 @@ def _default_chunk_steps(m: int) -> int:
     return max(256, 2**23 // max(m, 1))  # about 2^23 trajectory-steps per call
 
 
-def run_chunks(body, carry: Carry, replicated, *, steps, n_steps, burn_in, static: dict, mesh,
+def run_chunks(body, carry: Carry, replicated, *, steps, n_steps, burn_in, static: dict, mesh, block: int,
                chunk_steps, progress, desc, record_params: bool, record_obs: bool):
     """Run a simulator body over [0, n_steps] chunk by chunk; returns (carry, thetas, observed, done).
 
     body(carry, replicated, seg_lengths (R,), k0, burn_in, **static) -> (carry, thetas | None, obs | None)
-    is traceable and works on the trajectories it is given (all of them, or one device's share).
-    ``done`` is the number of steps completed (< n_steps after a KeyboardInterrupt).
+    is traceable and is applied to blocks of ``block`` trajectories (``lax.map``), on one device or on
+    each device of ``mesh``. m is padded (repeating the last trajectory) to a multiple of
+    block x devices. ``done`` is the number of steps completed (< n_steps after a KeyboardInterrupt).
     """
     m = carry.theta.shape[0]
     ndev = 1 if mesh is None else mesh.size
-    m_pad = -(-m // ndev) * ndev
+    m_pad = -(-m // (ndev * block)) * ndev * block
     if m_pad != m:  # repeat the last trajectory; dropped below
         carry = _pad_rows(carry, m_pad)
     if mesh is not None:
         carry = jax.device_put(carry, jax.sharding.NamedSharding(mesh, P(mesh.axis_names[0])))
     chunks = plan(steps, n_steps, chunk_steps or _default_chunk_steps(m_pad // ndev))
     R = max(len(c) for c in chunks)
-    fn = _chunk_fn(body, mesh, tuple(sorted(static.items())))
+    fn = _chunk_fn(body, mesh, tuple(sorted(dict(static, _block=block).items())))
     bar = None
     if progress is True:
         from tqdm.auto import tqdm

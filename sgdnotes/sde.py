@@ -113,6 +113,7 @@ def run_sde(
     mesh=None,
     chunk_steps: int | None = None,
     progress=False,
+    block_size: int = 256,
 ) -> EnsembleResult:
     """Euler--Maruyama ensemble for ``d theta = drift(theta) dt + G(theta) dZ``.
 
@@ -141,6 +142,8 @@ def run_sde(
             k-dimensional increments (no square root; e.g. G = centred per-sample gradients^T).
         mesh, chunk_steps, progress: sharding over devices, chunking, progress bar and Ctrl-C, as in
             :func:`sgdnotes.sgd.run_sgd` (results bit-identical whatever their values).
+        block_size: trajectories computed together (blocks run one after another); results do not depend
+            on the number of devices or on chunking, and only at float round-off on block_size.
 
     A RuntimeWarning is given up front when ``dt * lambda_max >= 2`` (lambda_max: ``lam_max`` or the
     largest real part of the eigenvalues of -d(drift)/d(theta) at theta0, for d <= 400).
@@ -166,6 +169,7 @@ def run_sde(
     if lam_max is not None:
         lam_max = v.positive_float("lam_max", lam_max)
     check_chunking(chunk_steps, progress)
+    block_size = v.positive_int("block_size", block_size, 1)
     mesh = resolve_mesh(mesh)
     check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=observe is not None,
                  stats=stats, aux_per_traj=16, mesh=mesh)
@@ -223,7 +227,7 @@ def run_sde(
                   record_params=record_params, observe=observe, stats=stats)
     carry, thetas, observed, done = run_chunks(
         _simulate, carry, (jnp.asarray(dt, th0.dtype), G, tuple(args)), steps=steps, n_steps=K, burn_in=burn_in,
-        static=static, mesh=mesh, chunk_steps=chunk_steps, progress=progress, desc="run_sde",
+        static=static, mesh=mesh, block=min(block_size, m), chunk_steps=chunk_steps, progress=progress, desc="run_sde",
         record_params=record_params, record_obs=observe is not None)
     result = finish(steps, K, burn_in, stats, carry, thetas, observed, done, jnp.zeros((m, 0), th0.dtype))
     report_divergence(result, on_divergence, lambda: divergence_message(

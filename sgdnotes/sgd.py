@@ -506,6 +506,7 @@ def run_sgd(
                   record_loss=record_loss, stats=stats, block_size=block_size)
     carry, thetas, observed, done = run_chunks(
         _simulate, carry, replicated, steps=steps, n_steps=K, burn_in=burn_in, static=static, mesh=mesh,
+        block=min(block_size, m),
         chunk_steps=chunk_steps, progress=progress, desc="run_sgd", record_params=record_params,
         record_obs=record_loss)
     result = finish(steps, K, burn_in, stats, carry, thetas, observed, done, carry.aux[0])
