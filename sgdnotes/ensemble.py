@@ -196,8 +196,12 @@ def _memory_limit(mesh) -> tuple[float, str]:
         stats = None
     if stats and stats.get("bytes_limit"):
         return float(stats["bytes_limit"]) * len(devs), f"{len(devs)} x {devs[0].device_kind}"
-    total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    return total, "host memory"
+    try:  # memory available now (other processes share the host), else the total
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return float(info["MemAvailable"].split()[0]) * 1024, "available host memory"
+    except (OSError, KeyError, ValueError):
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "host memory"
 
 
 def check_memory(m: int, d: int, *, n_records: int, record_params: bool, record_loss: bool, stats,
@@ -209,11 +213,11 @@ def check_memory(m: int, d: int, *, n_records: int, record_params: bool, record_
         "recorded losses": itemsize * n_records * m if record_loss else 0,
         "stats": itemsize * m * (3 * d + (2 * d * d if stats == "cov" else 0)) if stats else 0,
     }
-    need = 2 * sum(parts.values())  # chunk outputs and the assembled result coexist briefly
+    need = 3 * sum(parts.values())  # chunk outputs, the assembled result and XLA temporaries coexist
     limit, where = _memory_limit(mesh)
     if need > limit:
         detail = ", ".join(f"{k} {b / 2**30:.3g} GiB" for k, b in parts.items() if b)
-        v.fail(f"the run needs about {need / 2**30:.3g} GiB ({detail}, times 2 for assembling) but the "
+        v.fail(f"the run needs about {need / 2**30:.3g} GiB ({detail}, times 3 for chunk outputs and temporaries) but the "
                f"{where} has {limit / 2**30:.3g} GiB; use fewer trajectories or record_steps, "
                f"record_params=False, or stats='mean'",
                {"n_trajectories": m, "d": d, "records": n_records, "stats": stats})

@@ -382,9 +382,8 @@ def run_sgd_sde(
         v.fail("noise must be a callable noise(key, shape, dt) -> increments", noise)
     if not callable(loss_fn):
         v.fail("loss_fn must be a callable loss_fn(theta, x, y) -> scalar", loss_fn)
-    theta0 = v.array("theta0", theta0)
-    if theta0.ndim not in (1, 2):
-        v.fail("theta0 must have shape (d,) or (m, d)", theta0)
+    theta0, _, _ = initial_shape(theta0, n_trajectories)
+    v.one_of("on_divergence", on_divergence, {"raise", "warn", "ignore"})
     try:
         out = jax.eval_shape(loss_fn, jnp.asarray(theta0).reshape(-1, theta0.shape[-1])[0], X[0], Y[0])
     except Exception as exc:
