@@ -458,6 +458,15 @@ def run_chunks(body, carry: Carry, replicated, *, steps, n_steps, burn_in, stati
     return carry, th_all, ob_all, done
 
 
+def _host(x, dtype=None):
+    """A device array as a NumPy array on this host (gathered from all processes when multi-host)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x, dtype)
+
+
 def finish(steps, n_steps, burn_in, stats, carry: Carry, thetas, observed, done, final_aux) -> EnsembleResult:
     """Assemble an :class:`EnsembleResult`; the time averages are combined in float64 on the host."""
     steps = np.asarray(steps)
@@ -466,18 +475,18 @@ def finish(steps, n_steps, burn_in, stats, carry: Carry, thetas, observed, done,
     mean = cov = None
     if stats is not None and n_avg > 0:
         dt = carry.theta.dtype
-        shift, s1, c1 = (np.asarray(a, np.float64) for a in carry.acc[:3])
+        shift, s1, c1 = (_host(a, np.float64) for a in carry.acc[:3])
         m1 = (s1 - c1) / n_avg  # mean of theta - shift
         mean = jnp.asarray((shift + m1).astype(dt))
         if stats == "cov":
-            s2 = (np.asarray(carry.acc[3], np.float64) - np.asarray(carry.acc[4], np.float64)) / n_avg
+            s2 = (_host(carry.acc[3], np.float64) - _host(carry.acc[4], np.float64)) / n_avg
             cov = jnp.asarray((s2 - m1[:, :, None] * m1[:, None, :]).astype(dt))
     if thetas is not None:
         thetas = thetas[: kept.size]
     if observed is not None:
         observed = observed[: kept.size]
     return EnsembleResult(kept, thetas, observed, carry.theta, final_aux, mean, cov, n_avg,
-                          np.asarray(carry.div), done, done < n_steps)
+                          _host(carry.div), done, done < n_steps)
 
 
 def divergence_message(what: str, diverged_step, step_size, lam_max, lam_max_fn=None,
