@@ -227,8 +227,21 @@ def check_memory(m: int, d: int, *, n_records: int, record_params: bool, record_
 # the traced loop
 
 
-def init_carry(theta0, aux0, stats) -> Carry:
-    """The initial :class:`Carry` for theta0 (m, d) and aux0 (pytree of (m, ...) leaves)."""
+def check_growth(max_growth):
+    """``max_growth``: None (only NaN/inf count as divergence) or a number > 1; returns it."""
+    if max_growth is None:
+        return None
+    g = v.positive_float("max_growth", max_growth)
+    if g <= 1:
+        v.fail("max_growth must be None or a number > 1", max_growth)
+    return g
+
+
+def init_carry(theta0, aux0, stats, max_growth=GROWTH) -> Carry:
+    """The initial :class:`Carry` for theta0 (m, d) and aux0 (pytree of (m, ...) leaves).
+
+    A trajectory counts as diverged once |theta_k| > max_growth * max(|theta_0|, 1) (None: only NaN/inf).
+    """
     m, d = theta0.shape
     dt = theta0.dtype
     acc = None
@@ -236,7 +249,10 @@ def init_carry(theta0, aux0, stats) -> Carry:
         z = jnp.zeros((m, d), dt)
         acc = (z, z, z) + ((jnp.zeros((m, d, d), dt),) * 2 if stats == "cov" else ())
     ref = jnp.maximum(jnp.sqrt(jnp.sum(theta0 * theta0, axis=1)), 1.0)
-    limit = jnp.minimum((GROWTH * ref) ** 2, jnp.finfo(dt).max).astype(dt)
+    if max_growth is None:
+        limit = jnp.full((m,), jnp.finfo(dt).max, dt)
+    else:
+        limit = jnp.minimum((max_growth * ref) ** 2, jnp.finfo(dt).max).astype(dt)
     return Carry(theta0, aux0, acc, jnp.full((m,), -1, jnp.int32), limit)
 
 
@@ -502,7 +518,7 @@ def divergence_message(what: str, diverged_step, step_size, lam_max, lam_max_fn=
     k_fail = int(div[first])
     msg = (
         f"{what} diverged: {bad.size} of {div.size} trajectories became non-finite (NaN/inf) or grew "
-        f"{GROWTH:.0e}-fold in norm, the first at {step_unit} {k_fail} (trajectory {int(first)})."
+        f"max_growth-fold in norm (default 1e6), the first at {step_unit} {k_fail} (trajectory {int(first)})."
     )
     if callable(step_size):
         k_eval = max(k_fail - 1, 0)  # theta_k is produced by the update with eta(k - 1)

@@ -34,6 +34,7 @@ from .ensemble import (
     EnsembleResult,
     check_chunking,
     check_flag,
+    check_growth,
     check_initial,
     check_memory,
     check_record_steps,
@@ -113,6 +114,7 @@ def run_sde(
     mesh=None,
     chunk_steps: int | None = None,
     progress=False,
+    max_growth: float | None = 1e6,
     block_size: int = 256,
 ) -> EnsembleResult:
     """Euler--Maruyama ensemble for ``d theta = drift(theta) dt + G(theta) dZ``.
@@ -140,7 +142,8 @@ def run_sde(
         diffusion_kind: how a callable ``diffusion`` is read: ``"cov"`` (default) returns the covariance
             Sigma(theta) (d, d) and G = Sigma^{1/2}; ``"factor"`` returns G(theta) (d, k) itself, driven by
             k-dimensional increments (no square root; e.g. G = centred per-sample gradients^T).
-        mesh, chunk_steps, progress: sharding over devices, chunking, progress bar and Ctrl-C, as in
+        mesh, chunk_steps, progress, max_growth: sharding over devices, chunking, progress bar and Ctrl-C,
+            divergence by growth, as in
             :func:`sgdnotes.sgd.run_sgd` (results bit-identical whatever their values).
         block_size: trajectories computed together (blocks run one after another); results do not depend
             on the number of devices or on chunking, and only at float round-off on block_size.
@@ -169,6 +172,7 @@ def run_sde(
     if lam_max is not None:
         lam_max = v.positive_float("lam_max", lam_max)
     check_chunking(chunk_steps, progress)
+    max_growth = check_growth(max_growth)
     block_size = v.positive_int("block_size", block_size, 1)
     mesh = resolve_mesh(mesh)
     check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=observe is not None,
@@ -222,7 +226,7 @@ def run_sde(
 
     if K > 0:
         warn_unstable("run_sde", dt, top_eig(), step_name="dt")
-    carry = init_carry(th0, trajectory_keys(key, m), stats)
+    carry = init_carry(th0, trajectory_keys(key, m), stats, max_growth)
     static = dict(drift=drift, cov_fn=cov_fn, noise=noise, kind=kind, k_noise=k_noise,
                   record_params=record_params, observe=observe, stats=stats)
     carry, thetas, observed, done = run_chunks(
@@ -333,6 +337,7 @@ def run_sgd_sde(
     mesh=None,
     chunk_steps: int | None = None,
     progress=False,
+    max_growth: float | None = 1e6,
 ) -> EnsembleResult:
     """Ensemble of an SDE model of SGD on ``L_n = mean_i loss_fn(theta, x_i, y_i)`` (chapter 2).
 
@@ -357,7 +362,7 @@ def run_sgd_sde(
     Returns an :class:`~sgdnotes.ensemble.EnsembleResult` whose ``steps``, ``diverged_step``,
     ``completed_steps`` and ``n_averaged`` count SGD steps (EM steps / substeps; an EM step inside SGD
     step k counts as k); ``losses`` holds ``L_n`` if ``record_loss``. ``mesh``, ``chunk_steps`` (in EM
-    steps) and ``progress`` as in :func:`run_sde`. Not jittable (see :func:`run_sde`).
+    steps), ``progress`` and ``max_growth`` as in :func:`run_sde`. Not jittable (see :func:`run_sde`).
     """
     key = v.key("key", key)
     X = v.array("X", X, ndim=2)
@@ -406,7 +411,7 @@ def run_sgd_sde(
     res = run_sde(key, drift, theta0, dt=eta / M, n_steps=K * M, n_trajectories=n_trajectories,
                   record_steps=steps * M, record_params=record_params, observe=observe, stats=stats,
                   burn_in=burn_in * M, on_divergence="ignore", args=args, mesh=mesh, chunk_steps=chunk_steps,
-                  progress=progress, **kw)
+                  progress=progress, max_growth=max_growth, **kw)
     done = res.completed_steps // M  # SGD steps completed (an interrupt may stop inside one)
     res = res._replace(steps=res.steps // M, completed_steps=done,
                        n_averaged=res.n_averaged if M == 1 else max(done - burn_in, 0),

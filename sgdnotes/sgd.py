@@ -36,6 +36,7 @@ from .ensemble import (
     EnsembleResult,
     check_chunking,
     check_flag,
+    check_growth,
     check_initial,
     check_memory,
     check_record_steps,
@@ -366,6 +367,7 @@ def run_sgd(
     mesh=None,
     chunk_steps: int | None = None,
     progress=False,
+    max_growth: float | None = 1e6,
 ) -> SGDResult:
     """Simulate an ensemble of SGD trajectories on ``L_n(theta) = mean_i loss_fn(theta, x_i, y_i)``.
 
@@ -413,6 +415,8 @@ def run_sgd(
             KeyboardInterrupt returns the steps completed so far with ``interrupted=True``.
         progress: False (default), True (a ``tqdm`` bar, for Jupyter and terminals) or a callable
             ``progress(done_steps, n_steps)`` called after each chunk.
+        max_growth: a trajectory counts as diverged once |theta_k| > max_growth * max(|theta_0|, 1)
+            (default 1e6, before float overflow); None: only NaN/inf count (e.g. to study heavy tails).
 
     Returns:
         :class:`sgdnotes.ensemble.EnsembleResult` (``final_aux`` is the velocity).
@@ -446,6 +450,7 @@ def run_sgd(
     if lam_max is not None:
         lam_max = v.positive_float("lam_max", lam_max)
     check_chunking(chunk_steps, progress)
+    max_growth = check_growth(max_growth)
     mesh = resolve_mesh(mesh)
     check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=record_loss, stats=stats,
                  aux_per_traj=4 * (d + 2 + (n if sampling == "epoch" else 0)), mesh=mesh)
@@ -498,7 +503,7 @@ def run_sgd(
     dt = theta0_m.dtype
     pairs = _key_pair(trajectory_keys(key, m))
     perm0 = jnp.zeros((m, n), jnp.int32) if sampling == "epoch" else None
-    carry = init_carry(theta0_m, (jnp.zeros_like(theta0_m), pairs, perm0), stats)
+    carry = init_carry(theta0_m, (jnp.zeros_like(theta0_m), pairs, perm0), stats, max_growth)
     replicated = (jnp.asarray(X, dt), jnp.asarray(Y, dt), eta_arr.astype(dt), jnp.asarray(beta, dt),
                   jnp.asarray(weight_decay, dt))
     static = dict(loss_fn=loss_fn, grad_fn=grad_fn, batch_size=B, sampling=sampling, schedule=schedule,

@@ -132,6 +132,9 @@ def common(fn, extra_loss=True):
         (fn, dict(progress="bar"), r"progress must be True, False or a callable .*; got 'bar'"),
         (fn, dict(mesh="gpu"), r"mesh must be None \(all devices\), False \(one device\) or a jax.sharding.Mesh"),
         (fn, dict(mesh=0), r"mesh must be None \(all devices\), False"),
+        (fn, dict(max_growth=1.0), r"max_growth must be None or a number > 1; got 1.0"),
+        (fn, dict(max_growth=-5.0), r"max_growth must be a finite number > 0; got -5.0"),
+        (fn, dict(max_growth="big"), r"max_growth must be a real number > 0; got 'big'"),
     ]
     return c
 

@@ -201,6 +201,11 @@ def test_growth_counts_as_divergence_before_overflow():
     assert np.all(np.isfinite(norms[:-1]))  # finite values ... that the old check let through
     k = int(r.diverged_step[0])
     assert k > 0 and norms[k, 0] > 1e6 * np.sqrt(2) >= norms[k - 1, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r0 = sgd.run_sgd(jax.random.key(0), models.linreg_loss, jnp.ones(2), X, Y, eta=2.2 / lam, batch_size=20,
+                         n_steps=200, n_trajectories=2, on_divergence="ignore", max_growth=None)
+    assert int(r0.diverged_step[0]) == -1 or int(r0.diverged_step[0]) > k  # only NaN/inf count then
 
 
 def test_divergence_message_substeps_counts_sgd_steps():
