@@ -31,15 +31,24 @@ import numpy as np
 
 from . import _validate as v
 from .ensemble import (
-    check_initial,
     EnsembleResult,
+    check_chunking,
+    check_flag,
+    check_growth,
+    check_initial,
+    check_memory,
     check_record_steps,
     check_stats,
+    check_steps,
     divergence_message,
     finish,
+    init_carry,
+    initial_shape,
     report_divergence,
+    resolve_mesh,
+    run_chunks,
     scan_ensemble,
-    segments,
+    warn_unstable,
 )
 from .noise import empirical_noise_cov
 from .sgd import batch_indices, mean_loss, trajectory_keys
@@ -56,10 +65,11 @@ def sqrt_psd(S):
     return (U * jnp.sqrt(jnp.clip(w, 0.0))) @ U.T
 
 
-@partial(jax.jit, static_argnames=("drift", "cov_fn", "noise", "kind", "k_noise", "record_params", "observe", "stats"))
-def _simulate(keys, theta0, dt, G, seg_lengths, tail, burn_in, args, *,
+def _simulate(carry, replicated, seg_lengths, k0, burn_in, *,
               drift, cov_fn, noise, kind, k_noise, record_params, observe, stats):
-    m, d = theta0.shape
+    """One chunk of the SDE ensemble (traced, per device): see :func:`sgdnotes.ensemble.run_chunks`."""
+    dt, G, args = replicated
+    keys = carry.aux  # (m,) trajectory keys
 
     def step(k, theta, aux):
         if getattr(noise, "uses_step", False):  # e.g. minibatch_driver: noise(trajectory_key, shape, dt, step)
@@ -78,8 +88,8 @@ def _simulate(keys, theta0, dt, G, seg_lengths, tail, burn_in, args, *,
         return theta + b * dt + diff, aux
 
     obs = jax.vmap(lambda th: observe(th, *args)) if observe is not None else None
-    return scan_ensemble(step, theta0, jnp.zeros((m, 0), theta0.dtype), seg_lengths, tail, burn_in,
-                         stats=stats, record_params=record_params, observe=obs)
+    return scan_ensemble(step, carry, seg_lengths, k0, burn_in, stats=stats, record_params=record_params,
+                         observe=obs)
 
 
 def run_sde(
@@ -101,8 +111,16 @@ def run_sde(
     lam_max: float | None = None,
     args: tuple = (),
     diffusion_kind: str = "cov",
+    mesh=None,
+    chunk_steps: int | None = None,
+    progress=False,
+    max_growth: float | None = 1e6,
+    block_size: int = 256,
 ) -> EnsembleResult:
     """Euler--Maruyama ensemble for ``d theta = drift(theta) dt + G(theta) dZ``.
+
+    Not jittable: it validates concrete inputs and runs the steps in chunks from Python (each chunk is
+    one call of a jitted, cached function). Call it from ordinary Python code.
 
     Args:
         key: JAX PRNG key.
@@ -124,20 +142,42 @@ def run_sde(
         diffusion_kind: how a callable ``diffusion`` is read: ``"cov"`` (default) returns the covariance
             Sigma(theta) (d, d) and G = Sigma^{1/2}; ``"factor"`` returns G(theta) (d, k) itself, driven by
             k-dimensional increments (no square root; e.g. G = centred per-sample gradients^T).
+        mesh, chunk_steps, progress, max_growth: sharding over devices, chunking, progress bar and Ctrl-C,
+            divergence by growth, as in
+            :func:`sgdnotes.sgd.run_sgd` (results bit-identical whatever their values).
+        block_size: trajectories computed together (blocks run one after another); results do not depend
+            on the number of devices or on chunking, and only at float round-off on block_size.
+
+    A RuntimeWarning is given up front when ``dt * lambda_max >= 2`` (lambda_max: ``lam_max`` or the
+    largest real part of the eigenvalues of -d(drift)/d(theta) at theta0, for d <= 400).
 
     Returns:
         :class:`sgdnotes.ensemble.EnsembleResult` (``final_aux`` is empty, shape (m, 0)).
     """
-    th0, m = check_initial(theta0, n_trajectories)
-    d = th0.shape[-1]
+    key = v.key("key", key)
+    th0_a, m, d = initial_shape(theta0, n_trajectories)
     dt = v.positive_float("dt (time step)", dt)
-    K = v.positive_int("n_steps", n_steps, 0)
+    K = check_steps("n_steps", n_steps)
     burn_in = check_stats(stats, burn_in, K)
     v.one_of("on_divergence", on_divergence, {"raise", "warn", "ignore"})
     v.one_of("diffusion_kind", diffusion_kind, {"cov", "factor"})
     if not isinstance(args, tuple):
         v.fail("args must be a tuple of arrays passed as drift(theta, *args)", args)
     steps = check_record_steps(record_steps, K)
+    record_params = check_flag("record_params", record_params)
+    if observe is not None and not callable(observe):
+        v.fail("observe must be None or a callable observe(theta, *args) -> scalar", observe)
+    if not callable(noise):
+        v.fail("noise must be a callable noise(key, shape, dt) -> increments", noise)
+    if lam_max is not None:
+        lam_max = v.positive_float("lam_max", lam_max)
+    check_chunking(chunk_steps, progress)
+    max_growth = check_growth(max_growth)
+    block_size = v.positive_int("block_size", block_size, 1)
+    mesh = resolve_mesh(mesh)
+    check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=observe is not None,
+                 stats=stats, aux_per_traj=16, mesh=mesh)
+    th0, m = check_initial(th0_a, m)
 
     if not callable(drift):
         v.fail("drift must be a callable drift(theta) -> (d,)", drift)
@@ -176,21 +216,32 @@ def run_sde(
             v.fail(f"diffusion matrix G must have shape ({d}, k)", diffusion)
         kind, k_noise = "matrix", G.shape[1]
 
-    seg, tail = segments(steps, K)
-    raw = _simulate(trajectory_keys(key, m), th0, jnp.asarray(dt, th0.dtype), G, seg, tail, jnp.int32(burn_in),
-                    tuple(args), drift=drift, cov_fn=cov_fn, noise=noise, kind=kind, k_noise=k_noise,
-                    record_params=record_params, observe=observe, stats=stats)
-    result = finish(steps, K, burn_in, stats, raw)
+    lam = [lam_max]
 
     def top_eig():
-        if d > 400:
-            return None
-        J = jax.jacobian(lambda th: drift(th, *args))(th0[0])
-        return float(np.max(np.real(np.linalg.eigvals(-np.asarray(J)))))
+        if lam[0] is None and d <= 400:
+            J = _drift_jacobian(th0[0], tuple(args), drift=drift)
+            lam[0] = float(np.max(np.real(np.linalg.eigvals(-np.asarray(J, np.float64)))))
+        return lam[0]
 
+    if K > 0:
+        warn_unstable("run_sde", dt, top_eig(), step_name="dt")
+    carry = init_carry(th0, trajectory_keys(key, m), stats, max_growth)
+    static = dict(drift=drift, cov_fn=cov_fn, noise=noise, kind=kind, k_noise=k_noise,
+                  record_params=record_params, observe=observe, stats=stats)
+    carry, thetas, observed, done = run_chunks(
+        _simulate, carry, (jnp.asarray(dt, th0.dtype), G, tuple(args)), steps=steps, n_steps=K, burn_in=burn_in,
+        static=static, mesh=mesh, block=min(block_size, m), chunk_steps=chunk_steps, progress=progress, desc="run_sde",
+        record_params=record_params, record_obs=observe is not None)
+    result = finish(steps, K, burn_in, stats, carry, thetas, observed, done, jnp.zeros((m, 0), th0.dtype))
     report_divergence(result, on_divergence, lambda: divergence_message(
         "SDE (Euler-Maruyama)", result.diverged_step, dt, lam_max, top_eig, step_name="dt"))
     return result
+
+
+@partial(jax.jit, static_argnames=("drift",))
+def _drift_jacobian(theta, args, *, drift):
+    return jax.jacobian(lambda th: drift(th, *args))(theta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +334,10 @@ def run_sgd_sde(
     stats: str | None = None,
     burn_in: int = 0,
     on_divergence: str = "raise",
+    mesh=None,
+    chunk_steps: int | None = None,
+    progress=False,
+    max_growth: float | None = 1e6,
 ) -> EnsembleResult:
     """Ensemble of an SDE model of SGD on ``L_n = mean_i loss_fn(theta, x_i, y_i)`` (chapter 2).
 
@@ -304,9 +359,12 @@ def run_sgd_sde(
     the same path up to rounding), with ``order=2`` it is SGD with the modified drift -- a pathwise
     coupling of SGD and the modified equation.
 
-    Returns an :class:`~sgdnotes.ensemble.EnsembleResult` whose ``steps`` count SGD steps (EM steps /
-    substeps); ``losses`` holds ``L_n`` if ``record_loss``.
+    Returns an :class:`~sgdnotes.ensemble.EnsembleResult` whose ``steps``, ``diverged_step``,
+    ``completed_steps`` and ``n_averaged`` count SGD steps (EM steps / substeps; an EM step inside SGD
+    step k counts as k); ``losses`` holds ``L_n`` if ``record_loss``. ``mesh``, ``chunk_steps`` (in EM
+    steps), ``progress`` and ``max_growth`` as in :func:`run_sde`. Not jittable (see :func:`run_sde`).
     """
+    key = v.key("key", key)
     X = v.array("X", X, ndim=2)
     Y = v.array("Y", Y, ndim=2)
     v.same_rows(X, Y)
@@ -314,20 +372,23 @@ def run_sgd_sde(
     eta = v.positive_float("eta (learning rate)", eta)
     v.one_of("sampling", sampling, {"with_replacement", "without_replacement", "epoch"})
     B = v.positive_int("batch_size", batch_size, 1, None if sampling == "with_replacement" else n)
+    if X.shape[0] == 0:
+        v.fail("X and Y must have at least one row (sample)", X)
     K = v.positive_int("n_steps", n_steps, 0)
     if order not in (1, 2) or isinstance(order, bool):
         v.fail("order must be 1 (first-order SDE) or 2 (stochastic modified equation)", order)
     v.one_of("driver", driver, set(DRIVERS))
     M = v.positive_int("substeps", substeps, 1)
+    check_steps("n_steps", K, M)
+    record_loss = check_flag("record_loss", record_loss)
     if driver == "minibatch" and (M != 1 or noise is not None):
         v.fail("the minibatch driver uses SGD's own batches: it needs substeps=1 and noise=None", substeps)
     if noise is not None and not callable(noise):
         v.fail("noise must be a callable noise(key, shape, dt) -> increments", noise)
     if not callable(loss_fn):
         v.fail("loss_fn must be a callable loss_fn(theta, x, y) -> scalar", loss_fn)
-    theta0 = v.array("theta0", theta0)
-    if theta0.ndim not in (1, 2):
-        v.fail("theta0 must have shape (d,) or (m, d)", theta0)
+    theta0, _, _ = initial_shape(theta0, n_trajectories)
+    v.one_of("on_divergence", on_divergence, {"raise", "warn", "ignore"})
     try:
         out = jax.eval_shape(loss_fn, jnp.asarray(theta0).reshape(-1, theta0.shape[-1])[0], X[0], Y[0])
     except Exception as exc:
@@ -349,9 +410,24 @@ def run_sgd_sde(
     observe = _loss_observer(loss_fn) if record_loss else None
     res = run_sde(key, drift, theta0, dt=eta / M, n_steps=K * M, n_trajectories=n_trajectories,
                   record_steps=steps * M, record_params=record_params, observe=observe, stats=stats,
-                  burn_in=burn_in * M, on_divergence=on_divergence, args=args, **kw)
-    return res._replace(steps=steps, diverged_step=np.where(res.diverged_step >= 0,
-                                                            -(-res.diverged_step // M), -1))
+                  burn_in=burn_in * M, on_divergence="ignore", args=args, mesh=mesh, chunk_steps=chunk_steps,
+                  progress=progress, max_growth=max_growth, **kw)
+    done = res.completed_steps // M  # SGD steps completed (an interrupt may stop inside one)
+    res = res._replace(steps=res.steps // M, completed_steps=done,
+                       n_averaged=res.n_averaged if M == 1 else max(done - burn_in, 0),
+                       diverged_step=np.where(res.diverged_step >= 0, -(-res.diverged_step // M), -1))
+    what = f"SDE model of SGD (order {order}, {driver} driver, {M} Euler-Maruyama substeps per SGD step)"
+    report_divergence(res, on_divergence, lambda: divergence_message(
+        what, res.diverged_step, eta, None, lambda: _top_eig_sgd(loss_fn, res, X, Y, theta0),
+        step_unit="SGD step"))
+    return res
+
+
+def _top_eig_sgd(loss_fn, res, X, Y, theta0):
+    from .sgd import _hessian_top_eig
+
+    th = jnp.asarray(theta0).reshape(-1, jnp.asarray(theta0).shape[-1])[0]
+    return _hessian_top_eig(loss_fn, th.astype(jnp.float32), X, Y)
 
 
 @lru_cache(maxsize=None)

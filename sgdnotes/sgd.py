@@ -32,15 +32,25 @@ import numpy as np
 from . import _validate as v
 from . import models
 from .ensemble import (
-    check_initial,
+    MAX_STEPS,
     EnsembleResult,
+    check_chunking,
+    check_flag,
+    check_growth,
+    check_initial,
+    check_memory,
     check_record_steps,
     check_stats,
+    check_steps,
     divergence_message,
     finish,
+    init_carry,
+    initial_shape,
     report_divergence,
+    resolve_mesh,
+    run_chunks,
     scan_ensemble,
-    segments,
+    warn_unstable,
 )
 
 SAMPLING = ("with_replacement", "without_replacement", "epoch")
@@ -59,7 +69,8 @@ _FLOYD_MAX_B = 32  # without replacement: Floyd's algorithm for B <= 32, sorting
 
 def trajectory_keys(key, n_trajectories: int):
     """The per-trajectory keys used by the simulators: ``jax.random.split(key, m)`` -> (m,) keys."""
-    return jax.random.split(key, n_trajectories)
+    key = v.key("key", key)
+    return jax.random.split(key, v.positive_int("n_trajectories", n_trajectories, 1))
 
 
 def _key_pair(keys):
@@ -156,7 +167,6 @@ def _indices(pair, step, n: int, batch_size: int, sampling: str, epoch_perm=None
     return jax.lax.dynamic_slice_in_dim(perm, j * B, B, axis=0)
 
 
-@partial(jax.jit, static_argnames=("n", "batch_size", "sampling"))
 def batch_indices(key, step, n: int, batch_size: int, sampling: str = "with_replacement"):
     """Indices (B,) of the minibatch used at SGD step ``step`` by the trajectory with key ``key``.
 
@@ -171,7 +181,31 @@ def batch_indices(key, step, n: int, batch_size: int, sampling: str = "with_repl
     ``epoch``: a fresh random permutation of the n samples each epoch, consumed in consecutive
     chunks of B; an epoch has ``n // B`` steps (the last ``n % B`` samples of each permutation are
     skipped).
+
+    Validated: ``key`` a single PRNG key, ``step`` an integer scalar in [0, 2**31 - 1) (checked when
+    concrete; traced steps are accepted), ``n >= 1``, ``B >= 1`` and ``B <= n`` unless sampling with
+    replacement, ``sampling`` one of the three names. Works under ``jit``/``vmap`` (checks use shapes
+    and dtypes only for traced arguments).
     """
+    key = v.key("key", key)
+    v.one_of("sampling", sampling, set(SAMPLING))
+    n = v.positive_int("n (number of samples)", n, 1)
+    B = v.positive_int("batch_size", batch_size, 1, None if sampling == "with_replacement" else n)
+    sdt = getattr(step, "dtype", None)
+    if sdt is not None:
+        if getattr(step, "shape", ()) != () or not jnp.issubdtype(sdt, jnp.integer):
+            v.fail("step must be an integer scalar", step)
+        if not isinstance(step, jax.core.Tracer):
+            step = int(step)
+    elif isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+        v.fail("step must be an integer scalar", step)
+    if isinstance(step, (int, np.integer)):
+        step = v.positive_int("step", step, 0, MAX_STEPS - 1)
+    return _batch_indices(key, step, n=n, batch_size=B, sampling=sampling)
+
+
+@partial(jax.jit, static_argnames=("n", "batch_size", "sampling"))
+def _batch_indices(key, step, *, n, batch_size, sampling):
     return _indices(_key_pair(key), step, n, batch_size, sampling)
 
 
@@ -276,14 +310,11 @@ def _dln2_hook(dims):
 # ---------------------------------------------------------------------------------------------
 
 
-@partial(
-    jax.jit,
-    static_argnames=("loss_fn", "grad_fn", "batch_size", "sampling", "schedule", "heavy_ball", "record_params",
-                     "record_loss", "stats", "block_size"),
-)
-def _simulate(pairs, theta0, X, Y, eta, beta, wd, seg_lengths, tail, burn_in, *,
+def _simulate(carry, replicated, seg_lengths, k0, burn_in, *,
               loss_fn, grad_fn, batch_size, sampling, schedule, heavy_ball, record_params, record_loss, stats,
               block_size):
+    """One chunk of the SGD ensemble (traced, per device): see :func:`sgdnotes.ensemble.run_chunks`."""
+    X, Y, eta, beta, wd = replicated
     n = X.shape[0]
     B = batch_size
     Xt, Yt = X.T, Y.T
@@ -305,13 +336,9 @@ def _simulate(pairs, theta0, X, Y, eta, beta, wd, seg_lengths, tail, burn_in, *,
             theta = theta - lr * g
         return theta, (vel, pair, perm)
 
-    m = theta0.shape[0]
-    perm0 = jnp.zeros((m, n), jnp.int32) if epoch else None
     observe = jax.vmap(lambda th: mean_loss(loss_fn, th, X, Y)) if record_loss else None
-    theta, aux, s1, s2, div, thetas, observed = scan_ensemble(
-        step, theta0, (jnp.zeros_like(theta0), pairs, perm0), seg_lengths, tail, burn_in,
-        stats=stats, record_params=record_params, observe=observe, block_size=block_size)
-    return theta, aux[0], s1, s2, div, thetas, observed
+    return scan_ensemble(step, carry, seg_lengths, k0, burn_in, stats=stats, record_params=record_params,
+                         observe=observe, block_size=min(block_size, carry.theta.shape[0]))
 
 
 def run_sgd(
@@ -337,8 +364,15 @@ def run_sgd(
     lam_max: float | None = None,
     batch_grad="auto",
     block_size: int = 16,
+    mesh=None,
+    chunk_steps: int | None = None,
+    progress=False,
+    max_growth: float | None = 1e6,
 ) -> SGDResult:
     """Simulate an ensemble of SGD trajectories on ``L_n(theta) = mean_i loss_fn(theta, x_i, y_i)``.
+
+    Not jittable: it validates concrete inputs and runs the steps in chunks from Python (each chunk is
+    one call of a jitted, cached function). Call it from ordinary Python code.
 
     Args:
         key: JAX PRNG key (first argument, as everywhere in ``sgdnotes``).
@@ -347,9 +381,10 @@ def run_sgd(
             compiled code to be reused across calls.
         theta0: initial point (d,) shared by all trajectories, or (m, d) one per trajectory.
         X, Y: data (n, d_in) and (n, d_out).
-        eta: learning rate, a float > 0 or a schedule ``eta(k) -> float`` (jnp-traceable).
+        eta: learning rate, a float > 0 or a schedule ``eta(k) -> float`` (jnp-traceable), > 0 at k = 0
+            and >= 0 at every step (checked for all k < n_steps before the run).
         batch_size: B >= 1 (and B <= n unless sampling with replacement).
-        n_steps: number of updates K.
+        n_steps: number of updates K, 0 <= K <= 2**31 - 1.
         n_trajectories: m; defaults to theta0.shape[0] if theta0 is (m, d), else 1.
         sampling: "with_replacement", "without_replacement" (fresh distinct indices each step) or
             "epoch" (reshuffle each epoch, consecutive chunks); see :func:`batch_indices`.
@@ -357,48 +392,76 @@ def run_sgd(
         record_steps: step indices in [0, n_steps] at which to record (default: 0 and n_steps).
         record_params, record_loss: what to record at ``record_steps`` (theta (r, m, d); L_n (r, m)).
         stats: None, "mean" or "cov": streaming per-trajectory time average (and covariance) of
-            theta_k over burn_in < k <= n_steps, without storing paths.
+            theta_k over burn_in < k <= n_steps, without storing paths (memory O(m d) for "mean",
+            O(m d^2) for "cov", whatever n_steps); accumulated relative to the first averaged state with
+            compensated sums, so a large offset does not cancel.
         on_divergence: "raise" (DivergenceError), "warn" (RuntimeWarning) or "ignore" when a
-            trajectory becomes non-finite; ``diverged_step`` reports it in every case.
-        lam_max: largest Hessian eigenvalue for the divergence hint (estimated at theta0 if None).
+            trajectory becomes non-finite or its norm exceeds 1e6 max(|theta_0|, 1); ``diverged_step``
+            reports it in every case. A RuntimeWarning is also given up front when
+            ``eta * lambda_max >= 2 (1 + momentum)`` (max of eta over the steps for a schedule).
+        lam_max: largest Hessian eigenvalue for the stability warning and the divergence hint
+            (computed at theta0 if None and d <= 400).
         batch_grad: how the minibatch gradient is computed. "auto" (default): hand-written vectorised
             formulas for ``models.linreg_loss`` and ``partial(models.dln2_loss, dims=...)``, ``jax.grad``
             of the per-sample loss otherwise; "generic": always ``jax.grad``; or a callable
             ``g(theta (d, b), xb (d_in, B, b), yb (d_out, B, b)) -> (d, b)`` returning the batch-mean
             gradient of b trajectories at once (trajectory axis last; a stable object).
         block_size: trajectories simulated together (trajectory axis last; blocks run one after
-            another). 16 suits AVX-512 CPUs; results do not depend on it beyond float round-off.
+            another). 16 suits AVX-512 CPUs; results do not depend on it.
+        mesh: None (default): shard the trajectories over all ``jax.devices()`` when there are several;
+            False: one device; or a one-axis ``jax.sharding.Mesh``. Results are bit-identical to one device.
+        chunk_steps: at most this many steps per compiled call (default: about 2**23 / m); results do not
+            depend on it. Between chunks the progress is reported and Ctrl-C is honoured: a
+            KeyboardInterrupt returns the steps completed so far with ``interrupted=True``.
+        progress: False (default), True (a ``tqdm`` bar, for Jupyter and terminals) or a callable
+            ``progress(done_steps, n_steps)`` called after each chunk.
+        max_growth: a trajectory counts as diverged once |theta_k| > max_growth * max(|theta_0|, 1)
+            (default 1e6, before float overflow); None: only NaN/inf count (e.g. to study heavy tails).
 
     Returns:
         :class:`sgdnotes.ensemble.EnsembleResult` (``final_aux`` is the velocity).
     """
+    key = v.key("key", key)
+    if not callable(loss_fn):
+        v.fail("loss_fn must be a callable loss_fn(theta, x, y) -> scalar", loss_fn)
     X = v.array("X", X, ndim=2)
     Y = v.array("Y", Y, ndim=2)
     v.same_rows(X, Y)
     n = X.shape[0]
+    if n == 0:
+        v.fail("X and Y must have at least one row (sample)", X)
     v.one_of("sampling", sampling, set(SAMPLING))
     B = v.positive_int("batch_size", batch_size, 1)
     if sampling != "with_replacement" and B > n:
         v.fail(f"batch_size must be <= n = {n} when sampling without replacement ({sampling})", batch_size)
-    K = v.positive_int("n_steps", n_steps, 0)
-    theta0_m, m = check_initial(theta0, n_trajectories)
-    schedule = None
-    if callable(eta):
-        schedule = eta
-        eta0 = float(eta(0))
-        v.positive_float("eta (learning rate) at step 0", eta0)
-        eta_arr = jnp.asarray(0.0)
-    else:
-        eta_arr = jnp.asarray(v.positive_float("eta (learning rate)", eta))
+    K = check_steps("n_steps", n_steps)
+    theta0_a, m, d = initial_shape(theta0, n_trajectories)
     beta = v.in_range("momentum", momentum, 0.0, 1.0)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float, np.integer, np.floating)):
+        v.fail("weight_decay must be a finite number >= 0", weight_decay)
     if weight_decay < 0 or not np.isfinite(weight_decay):
         v.fail("weight_decay must be a finite number >= 0", weight_decay)
-    if stats not in (None, "mean", "cov"):
-        v.fail("stats must be None, 'mean' or 'cov'", stats)
     burn_in = check_stats(stats, burn_in, K)
     v.one_of("on_divergence", on_divergence, {"raise", "warn", "ignore"})
     steps = check_record_steps(record_steps, K)
+    record_params = check_flag("record_params", record_params)
+    record_loss = check_flag("record_loss", record_loss)
     block_size = v.positive_int("block_size", block_size, 1)
+    if lam_max is not None:
+        lam_max = v.positive_float("lam_max", lam_max)
+    check_chunking(chunk_steps, progress)
+    max_growth = check_growth(max_growth)
+    mesh = resolve_mesh(mesh)
+    check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=record_loss, stats=stats,
+                 aux_per_traj=4 * (d + 2 + (n if sampling == "epoch" else 0)), mesh=mesh)
+    theta0_m, m = check_initial(theta0_a, m)
+    schedule = None
+    if callable(eta):
+        schedule = eta
+        eta_lo, eta_hi = _check_schedule(eta, K)
+    else:
+        eta_lo = eta_hi = v.positive_float("eta (learning rate)", eta)
+    eta_arr = jnp.asarray(0.0 if schedule is not None else eta_hi)
     if callable(batch_grad):
         grad_fn = batch_grad
     else:
@@ -417,7 +480,7 @@ def run_sgd(
     if out.shape != ():
         v.fail("loss_fn(theta, x, y) must return a scalar", out)
     if grad_fn is not None:
-        d, b = theta0_m.shape[1], min(block_size, m)
+        b = min(block_size, m)
         try:
             gs = jax.eval_shape(grad_fn, jax.ShapeDtypeStruct((d, b), theta0_m.dtype),
                                 jax.ShapeDtypeStruct((X.shape[1], B, b), theta0_m.dtype),
@@ -428,20 +491,70 @@ def run_sgd(
         if gs.shape != (d, b):
             v.fail(f"batch_grad must return the gradient of shape ({d}, b)", gs)
 
-    seg, tail = segments(steps, K)
+    lam = [lam_max]
+
+    def top_eig():
+        if lam[0] is None:
+            lam[0] = _hessian_top_eig(loss_fn, theta0_m[0], X, Y)
+        return lam[0]
+
+    if K > 0:
+        warn_unstable("run_sgd", eta_hi, top_eig(), beta)
     dt = theta0_m.dtype
-    out = _simulate(
-        _key_pair(trajectory_keys(key, m)), theta0_m, jnp.asarray(X, dt), jnp.asarray(Y, dt), eta_arr.astype(dt),
-        jnp.asarray(beta, dt), jnp.asarray(weight_decay, dt), seg, tail, jnp.int32(burn_in),
-        loss_fn=loss_fn, grad_fn=grad_fn, batch_size=B, sampling=sampling, schedule=schedule,
-        heavy_ball=bool(beta != 0.0 or weight_decay != 0.0), record_params=record_params,
-        record_loss=record_loss, stats=stats, block_size=min(block_size, m),
-    )
-    result = finish(steps, K, burn_in, stats, out)
+    pairs = _key_pair(trajectory_keys(key, m))
+    perm0 = jnp.zeros((m, n), jnp.int32) if sampling == "epoch" else None
+    carry = init_carry(theta0_m, (jnp.zeros_like(theta0_m), pairs, perm0), stats, max_growth)
+    replicated = (jnp.asarray(X, dt), jnp.asarray(Y, dt), eta_arr.astype(dt), jnp.asarray(beta, dt),
+                  jnp.asarray(weight_decay, dt))
+    static = dict(loss_fn=loss_fn, grad_fn=grad_fn, batch_size=B, sampling=sampling, schedule=schedule,
+                  heavy_ball=bool(beta != 0.0 or weight_decay != 0.0), record_params=record_params,
+                  record_loss=record_loss, stats=stats, block_size=block_size)
+    carry, thetas, observed, done = run_chunks(
+        _simulate, carry, replicated, steps=steps, n_steps=K, burn_in=burn_in, static=static, mesh=mesh,
+        block=min(block_size, m),
+        chunk_steps=chunk_steps, progress=progress, desc="run_sgd", record_params=record_params,
+        record_obs=record_loss)
+    result = finish(steps, K, burn_in, stats, carry, thetas, observed, done, carry.aux[0])
     report_divergence(result, on_divergence, lambda: divergence_message(
-        "SGD", result.diverged_step, eta0 if schedule is not None else float(eta_arr), lam_max,
-        lambda: _hessian_top_eig(loss_fn, theta0_m[0], X, Y)))
+        "SGD", result.diverged_step, schedule if schedule is not None else eta_hi, lam_max, top_eig,
+        momentum=beta))
     return result
+
+
+_SCHEDULE_BLOCK = 1 << 20
+
+
+@partial(jax.jit, static_argnames=("schedule", "size"))
+def _schedule_block(k0, *, schedule, size):
+    """(min, max, first bad offset or size) of eta(k) for k in [k0, k0 + size); bad: negative or non-finite."""
+    k = k0 + jnp.arange(size, dtype=jnp.int32)
+    e = jax.vmap(lambda kk: jnp.asarray(schedule(kk), jnp.float32))(k)
+    bad = ~(e >= 0) | ~jnp.isfinite(e)
+    first = jnp.where(jnp.any(bad), jnp.argmax(bad), size)
+    return jnp.min(e), jnp.max(e), first
+
+
+def _check_schedule(schedule, K):
+    """Validate a learning-rate schedule at every step k < K; returns (min, max) of eta(k)."""
+    try:
+        e0 = jax.eval_shape(schedule, jax.ShapeDtypeStruct((), jnp.int32))
+    except Exception as exc:
+        v.fail(f"eta schedule must accept a traced int32 step k ({type(exc).__name__}: "
+               f"{str(exc).splitlines()[0][:200]})", schedule)
+    if getattr(e0, "shape", None) != ():
+        v.fail("eta schedule eta(k) must return a scalar", e0)
+    v.positive_float("eta (learning rate) at step 0", float(schedule(0)))
+    lo, hi = np.inf, -np.inf
+    for k0 in range(0, max(K, 1), _SCHEDULE_BLOCK):
+        size = min(_SCHEDULE_BLOCK, max(K, 1) - k0)
+        size = 1 << max(int(np.ceil(np.log2(size))), 0)  # few distinct compiled sizes
+        a, b, first = _schedule_block(jnp.int32(k0), schedule=schedule, size=size)
+        first = int(first)
+        if first < size and k0 + first < max(K, 1):
+            kb = k0 + first
+            v.fail(f"eta schedule must be finite and >= 0 at every step k < n_steps; eta({kb}) =", float(schedule(kb)))
+        lo, hi = min(lo, float(a)), max(hi, float(b))
+    return lo, hi
 
 
 def _check_known_shapes(loss_fn, theta0, X, Y):
@@ -461,5 +574,10 @@ def _hessian_top_eig(loss_fn, theta, X, Y):
     """Largest eigenvalue of the Hessian of L_n at theta (None if d is too large to form it)."""
     if theta.shape[0] > 400:
         return None
-    H = jax.hessian(lambda th: mean_loss(loss_fn, th, jnp.asarray(X), jnp.asarray(Y)))(theta)
-    return float(jnp.linalg.eigvalsh(H).max())
+    return float(_hessian_eigs(theta, jnp.asarray(X), jnp.asarray(Y), loss_fn=loss_fn).max())
+
+
+@partial(jax.jit, static_argnames=("loss_fn",))
+def _hessian_eigs(theta, X, Y, *, loss_fn):
+    H = jax.hessian(lambda th: mean_loss(loss_fn, th, X, Y))(theta)
+    return jnp.linalg.eigvalsh(H)
