@@ -41,8 +41,11 @@ from .ensemble import (
     scan_ensemble,
     segments,
 )
+from . import models
 from .noise import empirical_noise_cov
-from .sgd import batch_indices, mean_loss, trajectory_keys
+from .sgd import (_blocks, _dln2_grad_from_stats, _dln2_split, _dln2_suffstats_cheaper, _key_pair, _mm,
+                  batch_indices, mean_loss, trajectory_keys)
+from .stable import positive_stable_from_uniforms, stable_from_uniforms
 
 
 def brownian_increments(key, shape, dt):
@@ -51,9 +54,212 @@ def brownian_increments(key, shape, dt):
 
 
 def sqrt_psd(S):
-    """Symmetric square root of a PSD matrix S (d, d) -> (d, d); eigenvalues below 0 are clipped."""
+    """Symmetric square root of a PSD matrix S (d, d) -> (d, d).
+
+    Only round-off is forgiven here (S is symmetrised, eigenvalues below 0 are clipped): :func:`run_sde`
+    checks ``cov_fn(theta0)`` up front with :func:`check_cov`.
+    """
     w, U = jnp.linalg.eigh((S + S.T) / 2)
     return (U * jnp.sqrt(jnp.clip(w, 0.0))) @ U.T
+
+
+def check_cov(S, what: str = "diffusion cov_fn(theta0)"):
+    """A covariance S (d, d) must be finite, symmetric and PSD up to round-off; ValueError otherwise.
+
+    Round-off tolerance relative to ``max|S|``: ``100 d eps`` of S's dtype (float32, d = 50: 6e-4).
+    Returns S as a float64 NumPy array.
+    """
+    A = np.asarray(S)
+    eps = float(np.finfo(A.dtype if np.issubdtype(A.dtype, np.floating) else np.float64).eps)
+    A = A.astype(np.float64)
+    if not np.all(np.isfinite(A)):
+        v.fail(f"{what} must be finite", S)
+    d = A.shape[0]
+    tol = 100 * max(d, 1) * eps * max(float(np.max(np.abs(A), initial=0.0)), np.finfo(np.float64).tiny)
+    asym = float(np.max(np.abs(A - A.T), initial=0.0))
+    if asym > tol:
+        v.fail(f"{what} must be symmetric (max |S - S^T| = {asym:.3g} > round-off tolerance {tol:.3g})", S)
+    lam = float(np.linalg.eigvalsh((A + A.T) / 2).min())
+    if lam < -tol:
+        v.fail(f"{what} must be positive semi-definite (smallest eigenvalue {lam:.3g} < -{tol:.3g})", S)
+    return A
+
+
+class StableDriver:
+    """alpha-stable driving increments (chapters 2 and 5); build with :func:`stable_driver`.
+
+    ``form="elliptical"``: ``dZ = dt^(1/alpha) sqrt(W) N(0, I_k)``, W positive (alpha/2)-stable with
+    ``E[exp(-s W)] = exp(-s^(alpha/2))`` (:func:`sgdnotes.stable.sample_positive_stable`): an isotropic
+    alpha-stable vector, so ``G dZ`` is elliptical with the dispersion ``G G^T`` of the Gaussian driver,
+    for any factor G. ``form="independent"``: the k coordinates are i.i.d. symmetric alpha-stable with
+    scale ``2^(-1/2) dt^(1/alpha)`` (``G dZ`` then depends on the factor G, not only on ``G G^T``).
+    In both, every coordinate of a unit-time increment is symmetric alpha-stable with scale 2^(-1/2):
+    at alpha = 2 both are Brownian increments ``sqrt(dt) N(0, I)``.
+    """
+
+    def __init__(self, alpha, form):
+        self.alpha, self.form = alpha, form
+
+    def __call__(self, key, shape, dt):
+        """``noise(key, shape, dt)`` for :func:`run_sde` (one trajectory, one step)."""
+        from .stable import sample_positive_stable, sample_stable
+
+        k1, k2 = jax.random.split(key)
+        if self.form == "independent":
+            return dt ** (1.0 / self.alpha) * 2.0 ** -0.5 * sample_stable(k1, self.alpha, shape)
+        W = sample_positive_stable(k2, self.alpha / 2, ())
+        return dt ** (1.0 / self.alpha) * jnp.sqrt(W) * jax.random.normal(k1, shape)
+
+    def __repr__(self):
+        return f"stable_driver(alpha={self.alpha}, form={self.form!r})"
+
+
+@lru_cache(maxsize=None)
+def stable_driver(alpha: float, form: str = "elliptical") -> StableDriver:
+    """alpha-stable driving noise for :func:`run_sde` and ``run_sgd_sde(noise=...)`` (see :class:`StableDriver`).
+
+    alpha in (0, 2]; form ``"elliptical"`` (default) or ``"independent"``. Increments scale as dt^(1/alpha).
+    """
+    alpha = v.in_range("alpha (stability index)", alpha, 0.0, 2.0, closed_high=True)
+    if alpha <= 0:
+        v.fail("alpha (stability index) must be > 0", alpha)
+    v.one_of("form", form, {"elliptical", "independent"})
+    return StableDriver(alpha, form)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast refined-SDE noise: factor forms of the empirical covariance (no eigendecomposition)
+#
+# Sigma_emp(theta) = (1/n) C^T C with C = G - gbar (n, d) the centred per-sample gradients, so
+# sqrt(s/n) C^T z, z ~ N(0, I_n), has covariance exactly s Sigma_emp at O(n d) cost, and
+# C^T z = sum_i (z_i - zbar) g_i. One Euler--Maruyama step of the first-order SDE is therefore a single
+# weighted sum of per-sample gradients,  theta' = theta + sum_i c_i g_i(theta),
+# c_i = -dt/n + dt^(1/alpha) sqrt(s/n) (z_i - zbar)  (alpha = 2: Gaussian),
+# evaluated in closed form for the known losses (no d x n or d x d matrix is formed).
+
+_TAG_NOISE = 0xA4093822  # counter tags of the SDE's random words (distinct from sgd's batch tags)
+_TAG_W = 0x299F31D0
+
+
+def _box_muller(u1, u2):
+    """Standard normals (2k, ...) from uniforms u1, u2 (k, ...) on (0, 1) (both Box--Muller outputs)."""
+    r = jnp.sqrt(-2.0 * jnp.log(u1))
+    t = (2.0 * jnp.pi) * u2
+    return jnp.concatenate([r * jnp.cos(t), r * jnp.sin(t)], axis=0)
+
+
+def _unit_uniforms(words, dtype):
+    """uint32 words -> uniforms on the open interval (0, 1): ((w >> 8) + 1/2) 2^-24 (exact in float32)."""
+    return ((words >> jnp.uint32(8)).astype(dtype) + 0.5) * (2.0 ** -24)
+
+
+def factor_noise(pair, step, n: int, driver, dtype):
+    """Unit-time driving noise (n, b) of trajectories with key words ``pair`` (2, b) at ``step``.
+
+    A pure function of (trajectory key, step): Threefry-2x32 words at counters (step, tag + j).
+    driver None: N(0, 1) by Box--Muller; a :class:`StableDriver`: its unit-time increments.
+    """
+    if driver is None:
+        y0, y1 = _blocks(pair, step, _TAG_NOISE, (n + 1) // 2)
+        return _box_muller(_unit_uniforms(y0, dtype), _unit_uniforms(y1, dtype))[:n]
+    if driver.form == "independent":
+        y0, y1 = _blocks(pair, step, _TAG_NOISE, n)
+        return 2.0 ** -0.5 * stable_from_uniforms(driver.alpha, _unit_uniforms(y0, dtype), _unit_uniforms(y1, dtype))
+    z = factor_noise(pair, step, n, None, dtype)
+    w0, w1 = _blocks(pair, step, _TAG_W, 1)
+    W = positive_stable_from_uniforms(driver.alpha / 2, _unit_uniforms(w0, dtype), _unit_uniforms(w1, dtype))
+    return jnp.sqrt(W) * z
+
+
+def _linreg_weighted_grad(X, Y):
+    """``wgrad(theta (d, b), w (n, b)) = sum_i w_i g_i(theta)`` for models.linreg_loss (row-major W)."""
+    d_in, d_out = X.shape[1], Y.shape[1]
+
+    def wgrad(theta, w):
+        W = theta.reshape(d_in, d_out, -1)
+        r = jnp.einsum("ni,iob->nob", X, W) - Y[:, :, None]  # residuals x_i^T W - y_i, (n, d_out, b)
+        return jnp.einsum("ni,nob->iob", X, w[:, None, :] * r).reshape(d_in * d_out, -1)
+
+    return wgrad
+
+
+def _dln2_weighted_grad(X, Y, dims):
+    """``wgrad(theta (d, b), w (n, b)) = sum_i w_i g_i(theta)`` for models.dln2_loss (Kronecker form).
+
+    Narrow input layer: weighted sufficient statistics sum_i w_i [vec x_i x_i^T; vec y_i x_i^T] in one
+    (d0^2 + d2 d0, n) @ (n, b) product, then :func:`sgdnotes.sgd._dln2_grad_from_stats`. Otherwise the
+    per-sample chain rule from residuals r_i = W2 W1 x_i - y_i and inputs x_i (never a d x n matrix).
+    """
+    d0, d1, d2 = dims
+    n = X.shape[0]
+    if _dln2_suffstats_cheaper(dims, n):
+        PQ = jnp.concatenate([(X[:, :, None] * X[:, None, :]).reshape(n, d0 * d0),
+                              (Y[:, :, None] * X[:, None, :]).reshape(n, d2 * d0)], axis=1).T  # (d0^2 + d2 d0, n)
+
+        def wgrad(theta, w):
+            W1, W2 = _dln2_split(theta, dims)
+            S = PQ @ w
+            return _dln2_grad_from_stats(W1, W2, S[: d0 * d0].reshape(d0, d0, -1), S[d0 * d0:].reshape(d2, d0, -1))
+
+        return wgrad
+
+    def wgrad(theta, w):
+        W1, W2 = _dln2_split(theta, dims)
+        h = jnp.einsum("nk,jkb->jnb", X, W1)  # (d1, n, b)
+        rw = 2.0 * (_mm(W2, h) - Y.T[:, :, None]) * w[None]  # (d2, n, b)
+        g2 = _mm(rw, jnp.swapaxes(h, 0, 1))
+        g1 = jnp.einsum("jnb,nk->jkb", _mm(jnp.swapaxes(W2, 0, 1), rw), X)
+        return jnp.concatenate([jnp.swapaxes(g1, 0, 1).reshape(-1, g1.shape[-1]),
+                                jnp.swapaxes(g2, 0, 1).reshape(-1, g2.shape[-1])])
+
+    return wgrad
+
+
+def _generic_weighted_grad(loss_fn, X, Y):
+    """``sum_i w_i g_i(theta)`` by jax.grad of the weighted loss, vmapped over trajectories (any loss)."""
+    def one(theta, w):
+        return jax.grad(lambda th: jnp.sum(w * jax.vmap(loss_fn, in_axes=(None, 0, 0))(th, X, Y)))(theta)
+
+    return jax.vmap(one, in_axes=(1, 1), out_axes=1)
+
+
+def weighted_grad_fn(loss_fn, X, Y):
+    """``wgrad(theta (d, b), w (n, b)) -> (d, b) = sum_i w_i grad loss_fn(theta, x_i, y_i)``, trajectories last.
+
+    Closed forms for models.linreg_loss and ``partial(models.dln2_loss, dims=...)``; jax.grad otherwise.
+    """
+    if loss_fn is models.linreg_loss:
+        return _linreg_weighted_grad(X, Y)
+    if (isinstance(loss_fn, partial) and loss_fn.func is models.dln2_loss and not loss_fn.args
+            and set(loss_fn.keywords) == {"dims"}):
+        return _dln2_weighted_grad(X, Y, tuple(int(x) for x in loss_fn.keywords["dims"]))
+    return _generic_weighted_grad(loss_fn, X, Y)
+
+
+@partial(jax.jit, static_argnames=("loss_fn", "order", "driver", "record_params", "record_loss", "stats",
+                                   "block_size"))
+def _simulate_factor(pairs, theta0, X, Y, dt, eta, scale, seg_lengths, tail, burn_in, *,
+                     loss_fn, order, driver, record_params, record_loss, stats, block_size):
+    """Euler--Maruyama of the SDE models of SGD with the factor-form noise, blocked, trajectories last."""
+    n = X.shape[0]
+    wgrad = weighted_grad_fn(loss_fn, X, Y)
+    alpha = 2.0 if driver is None else driver.alpha
+    amp = dt ** (1.0 / alpha) * jnp.sqrt(scale / n)  # noise weight per unit of (z_i - zbar)
+
+    def step(k, theta, pair):  # theta (d, b), pair (2, b)
+        z = factor_noise(pair, k, n, driver, theta.dtype)  # (n, b)
+        c = amp * (z - z.mean(axis=0))
+        if order == 1:
+            return theta + wgrad(theta, c - dt / n), pair
+        full = lambda th: wgrad(th, jnp.full((n, th.shape[-1]), 1.0 / n, th.dtype))  # grad L_n
+        g, Hg = jax.jvp(full, (theta,), (full(theta),))
+        return theta + wgrad(theta, c) - dt * (g + 0.5 * eta * Hg), pair
+
+    observe = jax.vmap(lambda th: mean_loss(loss_fn, th, X, Y)) if record_loss else None
+    theta, pairs, s1, s2, div, thetas, observed = scan_ensemble(
+        step, theta0, pairs, seg_lengths, tail, burn_in, stats=stats, record_params=record_params,
+        observe=observe, block_size=block_size)
+    return theta, jnp.zeros((theta0.shape[0], 0), theta0.dtype), s1, s2, div, thetas, observed
 
 
 @partial(jax.jit, static_argnames=("drift", "cov_fn", "noise", "kind", "k_noise", "record_params", "observe", "stats"))
@@ -164,6 +370,7 @@ def run_sde(
         else:
             if cs.shape != (d, d):
                 v.fail(f"diffusion cov_fn(theta) must return a ({d}, {d}) covariance", cs)
+            check_cov(diffusion(th0[0], *args))
             kind, cov_fn, k_noise = "state", diffusion, d
     elif np.ndim(diffusion) == 0:
         sigma = float(diffusion)
@@ -342,8 +549,13 @@ def run_sgd_sde(
     drift, cov, factor = _sgd_model_fns(loss_fn, order)
     dtype = jnp.result_type(jnp.asarray(theta0).dtype, jnp.float32)
     args = (jnp.asarray(X, dtype), jnp.asarray(Y, dtype), jnp.asarray(eta, dtype), jnp.asarray(eta * fpc / B, dtype))
-    if driver == "gaussian":
-        kw = dict(diffusion=cov, diffusion_kind="cov", noise=brownian_increments if noise is None else noise)
+    if driver == "gaussian" and (noise is None or noise is brownian_increments or isinstance(noise, StableDriver)):
+        return _run_factor(key, loss_fn, theta0, args, n_trajectories=n_trajectories, order=order,
+                           driver=noise if isinstance(noise, StableDriver) else None, substeps=M, n_steps=K,
+                           steps=steps, record_params=record_params, record_loss=record_loss, stats=stats,
+                           burn_in=burn_in, on_divergence=on_divergence)
+    if driver == "gaussian":  # any other noise(key, (n,), dt) callable drives the factor sqrt(s/n) C^T
+        kw = dict(diffusion=_gaussian_factor(loss_fn), diffusion_kind="factor", noise=noise)
     else:
         kw = dict(diffusion=factor, diffusion_kind="factor", noise=minibatch_driver(n, B, sampling))
     observe = _loss_observer(loss_fn) if record_loss else None
@@ -352,6 +564,45 @@ def run_sgd_sde(
                   burn_in=burn_in * M, on_divergence=on_divergence, args=args, **kw)
     return res._replace(steps=steps, diverged_step=np.where(res.diverged_step >= 0,
                                                             -(-res.diverged_step // M), -1))
+
+
+@lru_cache(maxsize=None)
+def _gaussian_factor(loss_fn):
+    """factor(theta, X, Y, eta, scale) -> (d, n) = sqrt(scale/n) C^T: covariance scale * Sigma_emp (stable object)."""
+    per_sample = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0, 0))
+
+    def factor(theta, X, Y, eta, scale):
+        G = per_sample(theta, X, Y)
+        return jnp.sqrt(scale / X.shape[0]) * (G - G.mean(axis=0)).T
+
+    return factor
+
+
+def _run_factor(key, loss_fn, theta0, args, *, n_trajectories, order, driver, substeps, n_steps, steps,
+                record_params, record_loss, stats, burn_in, on_divergence, block_size=16):
+    """run_sgd_sde's Gaussian/stable drivers through :func:`_simulate_factor` (steps count SGD steps)."""
+    th0, m = check_initial(theta0, n_trajectories)
+    X, Y, eta, scale = args
+    M, K = substeps, n_steps
+    seg, tail = segments(steps * M, K * M)
+    dt = eta / M
+    raw = _simulate_factor(_key_pair(trajectory_keys(key, m)), th0, X.astype(th0.dtype), Y.astype(th0.dtype),
+                           dt.astype(th0.dtype), eta.astype(th0.dtype), scale.astype(th0.dtype), seg, tail,
+                           jnp.int32(burn_in * M), loss_fn=loss_fn, order=order, driver=driver,
+                           record_params=record_params, record_loss=record_loss, stats=stats,
+                           block_size=min(block_size, m))
+    res = finish(steps * M, K * M, burn_in * M, stats, raw)
+    res = res._replace(steps=steps, diverged_step=np.where(res.diverged_step >= 0, -(-res.diverged_step // M), -1))
+
+    def top_eig():
+        if th0.shape[1] > 400:
+            return None
+        H = jax.hessian(lambda th: mean_loss(loss_fn, th, X, Y))(th0[0])
+        return float(np.max(np.linalg.eigvalsh(np.asarray(H, np.float64))))
+
+    report_divergence(res, on_divergence, lambda: divergence_message(
+        "SDE (Euler-Maruyama)", res.diverged_step, float(eta), None, top_eig, step_name="eta"))
+    return res
 
 
 @lru_cache(maxsize=None)
