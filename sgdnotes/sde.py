@@ -128,14 +128,19 @@ def stable_driver(alpha: float, form: str = "elliptical") -> StableDriver:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fast refined-SDE noise: factor forms of the empirical covariance (no eigendecomposition)
+# Fast refined-SDE noise: factor forms of the empirical covariance (no eigendecomposition per step)
 #
 # Sigma_emp(theta) = (1/n) C^T C with C = G - gbar (n, d) the centred per-sample gradients, so
 # sqrt(s/n) C^T z, z ~ N(0, I_n), has covariance exactly s Sigma_emp at O(n d) cost, and
-# C^T z = sum_i (z_i - zbar) g_i. One Euler--Maruyama step of the first-order SDE is therefore a single
-# weighted sum of per-sample gradients,  theta' = theta + sum_i c_i g_i(theta),
-# c_i = -dt/n + dt^(1/alpha) sqrt(s/n) (z_i - zbar)  (alpha = 2: Gaussian),
-# evaluated in closed form for the known losses (no d x n or d x d matrix is formed).
+# C^T z = sum_i (z_i - zbar) g_i: a weighted sum of per-sample gradients, evaluated in closed form for
+# the known losses without forming C. For linear regression and the two-layer linear network the
+# weighted sum depends on the weights only through p weighted sufficient statistics S = P w
+# (P (p, n): rows vec x_i x_i^T and vec y_i x_i^T), sum_i w_i g_i(theta) = Phi_theta(S) with Phi_theta
+# linear. Then Phi_theta(P (z - zbar)) with P (z - zbar) ~ N(0, P_c P_c^T), P_c = P (I - 11^T/n), a
+# constant p x p covariance: drawing it as L xi with L L^T = P_c P_c^T (L (p, r), factorised once,
+# r = rank <= p) gives exactly the same law with r instead of n normals per step (r = 40 for the
+# reference network, n = 100). The factor of the SDE step is thus F(theta) = sqrt(s/n) Phi_theta(L),
+# F F^T = s Sigma_emp(theta) (:func:`empirical_factor`).
 
 _TAG_NOISE = 0xA4093822  # counter tags of the SDE's random words (distinct from sgd's batch tags)
 _TAG_W = 0x299F31D0
@@ -153,107 +158,147 @@ def _unit_uniforms(words, dtype):
     return ((words >> jnp.uint32(8)).astype(dtype) + 0.5) * (2.0 ** -24)
 
 
-def factor_noise(pair, step, n: int, driver, dtype):
-    """Unit-time driving noise (n, b) of trajectories with key words ``pair`` (2, b) at ``step``.
+def factor_noise(pair, step, k: int, driver, dtype):
+    """Unit-time driving noise (k, b) of trajectories with key words ``pair`` (2, b) at ``step``.
 
     A pure function of (trajectory key, step): Threefry-2x32 words at counters (step, tag + j).
-    driver None: N(0, 1) by Box--Muller; a :class:`StableDriver`: its unit-time increments.
+    driver None: N(0, I_k) by Box--Muller; a :class:`StableDriver`: its unit-time increments
+    (elliptical: sqrt(W) N(0, I_k); independent: i.i.d. symmetric alpha-stable, scale 2^-1/2).
     """
     if driver is None:
-        y0, y1 = _blocks(pair, step, _TAG_NOISE, (n + 1) // 2)
-        return _box_muller(_unit_uniforms(y0, dtype), _unit_uniforms(y1, dtype))[:n]
+        y0, y1 = _blocks(pair, step, _TAG_NOISE, (k + 1) // 2)
+        return _box_muller(_unit_uniforms(y0, dtype), _unit_uniforms(y1, dtype))[:k]
     if driver.form == "independent":
-        y0, y1 = _blocks(pair, step, _TAG_NOISE, n)
+        y0, y1 = _blocks(pair, step, _TAG_NOISE, k)
         return 2.0 ** -0.5 * stable_from_uniforms(driver.alpha, _unit_uniforms(y0, dtype), _unit_uniforms(y1, dtype))
-    z = factor_noise(pair, step, n, None, dtype)
+    z = factor_noise(pair, step, k, None, dtype)
     w0, w1 = _blocks(pair, step, _TAG_W, 1)
     W = positive_stable_from_uniforms(driver.alpha / 2, _unit_uniforms(w0, dtype), _unit_uniforms(w1, dtype))
     return jnp.sqrt(W) * z
 
 
-def _linreg_weighted_grad(X, Y):
-    """``wgrad(theta (d, b), w (n, b)) = sum_i w_i g_i(theta)`` for models.linreg_loss (row-major W)."""
-    d_in, d_out = X.shape[1], Y.shape[1]
-
-    def wgrad(theta, w):
-        W = theta.reshape(d_in, d_out, -1)
-        r = jnp.einsum("ni,iob->nob", X, W) - Y[:, :, None]  # residuals x_i^T W - y_i, (n, d_out, b)
-        return jnp.einsum("ni,nob->iob", X, w[:, None, :] * r).reshape(d_in * d_out, -1)
-
-    return wgrad
+def _dln2_dims(loss_fn):
+    if (isinstance(loss_fn, partial) and loss_fn.func is models.dln2_loss and not loss_fn.args
+            and set(loss_fn.keywords) == {"dims"}):
+        return tuple(int(x) for x in loss_fn.keywords["dims"])
+    return None
 
 
-def _dln2_weighted_grad(X, Y, dims):
-    """``wgrad(theta (d, b), w (n, b)) = sum_i w_i g_i(theta)`` for models.dln2_loss (Kronecker form).
+def stats_matrix(loss_fn, X, Y):
+    """P (p, n) with ``sum_i w_i g_i(theta) = Phi_theta(P w)`` (:func:`stats_grad_fn`), or None (P = I_n).
 
-    Narrow input layer: weighted sufficient statistics sum_i w_i [vec x_i x_i^T; vec y_i x_i^T] in one
-    (d0^2 + d2 d0, n) @ (n, b) product, then :func:`sgdnotes.sgd._dln2_grad_from_stats`. Otherwise the
-    per-sample chain rule from residuals r_i = W2 W1 x_i - y_i and inputs x_i (never a d x n matrix).
+    Rows ``vec x_i x_i^T`` (row-major) then ``vec x_i y_i^T`` (linear regression) or ``vec y_i x_i^T``
+    (two-layer network), used where p < n and cheaper than the per-sample form. NumPy float64.
     """
-    d0, d1, d2 = dims
-    n = X.shape[0]
-    if _dln2_suffstats_cheaper(dims, n):
-        PQ = jnp.concatenate([(X[:, :, None] * X[:, None, :]).reshape(n, d0 * d0),
-                              (Y[:, :, None] * X[:, None, :]).reshape(n, d2 * d0)], axis=1).T  # (d0^2 + d2 d0, n)
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    n, d_in = X.shape
+    dims = _dln2_dims(loss_fn)
+    if loss_fn is models.linreg_loss and d_in * (d_in + Y.shape[1]) < n:
+        return np.concatenate([(X[:, :, None] * X[:, None, :]).reshape(n, -1),
+                               (X[:, :, None] * Y[:, None, :]).reshape(n, -1)], axis=1).T
+    if dims is not None and _dln2_suffstats_cheaper(dims, n) and d_in * (d_in + Y.shape[1]) < n:
+        return np.concatenate([(X[:, :, None] * X[:, None, :]).reshape(n, -1),
+                               (Y[:, :, None] * X[:, None, :]).reshape(n, -1)], axis=1).T
+    return None
+
+
+def stats_grad_fn(loss_fn, X, Y, reduced: bool):
+    """``Phi(theta (d, b), S (p, b)) -> (d, b)``, linear in S, trajectories last.
+
+    reduced (P from :func:`stats_matrix`): ``sum_i w_i g_i(theta) = Phi(theta, P w)``; otherwise S are
+    the weights w (n, b) themselves (closed-form per-sample chain rule, or jax.grad for other losses).
+    """
+    n, d_in = X.shape
+    d_out = Y.shape[1]
+    dims = _dln2_dims(loss_fn)
+    if loss_fn is models.linreg_loss:
+        if reduced:  # sum_i w_i x_i (x_i^T W - y_i^T) = Sxx W - Sxy
+            return lambda theta, S: (_mm(S[: d_in * d_in].reshape(d_in, d_in, -1), theta.reshape(d_in, d_out, -1))
+                                     - S[d_in * d_in:].reshape(d_in, d_out, -1)).reshape(d_in * d_out, -1)
 
         def wgrad(theta, w):
+            r = jnp.einsum("ni,iob->nob", X, theta.reshape(d_in, d_out, -1)) - Y[:, :, None]  # (n, d_out, b)
+            return jnp.einsum("ni,nob->iob", X, w[:, None, :] * r).reshape(d_in * d_out, -1)
+
+        return wgrad
+    if dims is not None:
+        d0, d1, d2 = dims
+        if reduced:  # the batch gradient's closed form with weighted statistics
+            def sgrad(theta, S):
+                W1, W2 = _dln2_split(theta, dims)
+                return _dln2_grad_from_stats(W1, W2, S[: d0 * d0].reshape(d0, d0, -1), S[d0 * d0:].reshape(d2, d0, -1))
+
+            return sgrad
+
+        def wgrad(theta, w):  # per-sample chain rule from residuals r_i and inputs x_i
             W1, W2 = _dln2_split(theta, dims)
-            S = PQ @ w
-            return _dln2_grad_from_stats(W1, W2, S[: d0 * d0].reshape(d0, d0, -1), S[d0 * d0:].reshape(d2, d0, -1))
+            h = jnp.einsum("nk,jkb->jnb", X, W1)  # (d1, n, b)
+            rw = 2.0 * (_mm(W2, h) - Y.T[:, :, None]) * w[None]  # (d2, n, b)
+            g2 = _mm(rw, jnp.swapaxes(h, 0, 1))
+            g1 = jnp.einsum("jnb,nk->jkb", _mm(jnp.swapaxes(W2, 0, 1), rw), X)
+            return jnp.concatenate([jnp.swapaxes(g1, 0, 1).reshape(-1, g1.shape[-1]),
+                                    jnp.swapaxes(g2, 0, 1).reshape(-1, g2.shape[-1])])
 
         return wgrad
 
-    def wgrad(theta, w):
-        W1, W2 = _dln2_split(theta, dims)
-        h = jnp.einsum("nk,jkb->jnb", X, W1)  # (d1, n, b)
-        rw = 2.0 * (_mm(W2, h) - Y.T[:, :, None]) * w[None]  # (d2, n, b)
-        g2 = _mm(rw, jnp.swapaxes(h, 0, 1))
-        g1 = jnp.einsum("jnb,nk->jkb", _mm(jnp.swapaxes(W2, 0, 1), rw), X)
-        return jnp.concatenate([jnp.swapaxes(g1, 0, 1).reshape(-1, g1.shape[-1]),
-                                jnp.swapaxes(g2, 0, 1).reshape(-1, g2.shape[-1])])
-
-    return wgrad
-
-
-def _generic_weighted_grad(loss_fn, X, Y):
-    """``sum_i w_i g_i(theta)`` by jax.grad of the weighted loss, vmapped over trajectories (any loss)."""
-    def one(theta, w):
+    def one(theta, w):  # any loss: jax.grad of the weighted loss
         return jax.grad(lambda th: jnp.sum(w * jax.vmap(loss_fn, in_axes=(None, 0, 0))(th, X, Y)))(theta)
 
     return jax.vmap(one, in_axes=(1, 1), out_axes=1)
 
 
-def weighted_grad_fn(loss_fn, X, Y):
-    """``wgrad(theta (d, b), w (n, b)) -> (d, b) = sum_i w_i grad loss_fn(theta, x_i, y_i)``, trajectories last.
+def stats_factor(P):
+    """L (p, r) with ``L L^T = P_c P_c^T``, P_c = P (I - 11^T/n): a once-only eigh (float64) of a constant."""
+    Pc = P - P.mean(axis=1, keepdims=True)
+    w, U = np.linalg.eigh(Pc @ Pc.T)
+    keep = w > 1e-12 * max(w.max(), np.finfo(np.float64).tiny)
+    return U[:, keep] * np.sqrt(w[keep])
 
-    Closed forms for models.linreg_loss and ``partial(models.dln2_loss, dims=...)``; jax.grad otherwise.
+
+def empirical_factor(loss_fn, theta, X, Y):
+    """The factor F (d, r) of run_sgd_sde's Gaussian driver at theta (d,): ``F F^T = Sigma_emp(theta)``.
+
+    F = Phi_theta(L) / sqrt(n) with the reduced statistics where they apply (r = rank of P_c),
+    otherwise the centred per-sample gradients C^T / sqrt(n) (r = n), computed by the same closed forms
+    the simulator uses (chapter 2). X (n, d_in), Y (n, d_out).
     """
-    if loss_fn is models.linreg_loss:
-        return _linreg_weighted_grad(X, Y)
-    if (isinstance(loss_fn, partial) and loss_fn.func is models.dln2_loss and not loss_fn.args
-            and set(loss_fn.keywords) == {"dims"}):
-        return _dln2_weighted_grad(X, Y, tuple(int(x) for x in loss_fn.keywords["dims"]))
-    return _generic_weighted_grad(loss_fn, X, Y)
+    X = v.array("X", X, ndim=2)
+    Y = v.array("Y", Y, ndim=2)
+    v.same_rows(X, Y)
+    theta = v.array("theta", theta, ndim=1)
+    n = X.shape[0]
+    dtype = jnp.result_type(theta.dtype, jnp.float32)
+    P = stats_matrix(loss_fn, X, Y)
+    Xj, Yj = jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
+    phi = stats_grad_fn(loss_fn, Xj, Yj, P is not None)
+    S = stats_factor(P) if P is not None else np.eye(n) - 1.0 / n
+    T = jnp.broadcast_to(jnp.asarray(theta, dtype)[:, None], (theta.shape[0], S.shape[1]))
+    return phi(T, jnp.asarray(S, dtype)) / np.sqrt(n)
 
 
-@partial(jax.jit, static_argnames=("loss_fn", "order", "driver", "record_params", "record_loss", "stats",
+@partial(jax.jit, static_argnames=("loss_fn", "order", "driver", "reduced", "record_params", "record_loss", "stats",
                                    "block_size"))
-def _simulate_factor(pairs, theta0, X, Y, dt, eta, scale, seg_lengths, tail, burn_in, *,
-                     loss_fn, order, driver, record_params, record_loss, stats, block_size):
+def _simulate_factor(pairs, theta0, X, Y, P, L, dt, eta, scale, seg_lengths, tail, burn_in, *,
+                     loss_fn, order, driver, reduced, record_params, record_loss, stats, block_size):
     """Euler--Maruyama of the SDE models of SGD with the factor-form noise, blocked, trajectories last."""
     n = X.shape[0]
-    wgrad = weighted_grad_fn(loss_fn, X, Y)
+    phi = stats_grad_fn(loss_fn, X, Y, reduced)
     alpha = 2.0 if driver is None else driver.alpha
     amp = dt ** (1.0 / alpha) * jnp.sqrt(scale / n)  # noise weight per unit of (z_i - zbar)
+    mean_w = P.mean(axis=1)[:, None] if reduced else jnp.full((n, 1), 1.0 / n, theta0.dtype)  # Phi(., mean_w) = grad L_n
+    Pc = P - mean_w if reduced else None
 
     def step(k, theta, pair):  # theta (d, b), pair (2, b)
-        z = factor_noise(pair, k, n, driver, theta.dtype)  # (n, b)
-        c = amp * (z - z.mean(axis=0))
+        if reduced and (driver is None or driver.form == "elliptical"):  # law depends only on L L^T
+            S = amp * (L @ factor_noise(pair, k, L.shape[1], driver, theta.dtype))
+        else:
+            z = factor_noise(pair, k, n, driver, theta.dtype)  # (n, b)
+            S = amp * (Pc @ z if reduced else z - z.mean(axis=0))
         if order == 1:
-            return theta + wgrad(theta, c - dt / n), pair
-        full = lambda th: wgrad(th, jnp.full((n, th.shape[-1]), 1.0 / n, th.dtype))  # grad L_n
+            return theta + phi(theta, S - dt * mean_w), pair
+        full = lambda th: phi(th, jnp.broadcast_to(mean_w, mean_w.shape[:1] + th.shape[-1:]))  # grad L_n
         g, Hg = jax.jvp(full, (theta,), (full(theta),))
-        return theta + wgrad(theta, c) - dt * (g + 0.5 * eta * Hg), pair
+        return theta + phi(theta, S) - dt * (g + 0.5 * eta * Hg), pair
 
     observe = jax.vmap(lambda th: mean_loss(loss_fn, th, X, Y)) if record_loss else None
     theta, pairs, s1, s2, div, thetas, observed = scan_ensemble(
@@ -586,9 +631,12 @@ def _run_factor(key, loss_fn, theta0, args, *, n_trajectories, order, driver, su
     M, K = substeps, n_steps
     seg, tail = segments(steps * M, K * M)
     dt = eta / M
+    P = stats_matrix(loss_fn, X, Y)
+    reduced = P is not None
+    P_, L_ = (jnp.asarray(P, th0.dtype), jnp.asarray(stats_factor(P), th0.dtype)) if reduced else (None, None)
     raw = _simulate_factor(_key_pair(trajectory_keys(key, m)), th0, X.astype(th0.dtype), Y.astype(th0.dtype),
-                           dt.astype(th0.dtype), eta.astype(th0.dtype), scale.astype(th0.dtype), seg, tail,
-                           jnp.int32(burn_in * M), loss_fn=loss_fn, order=order, driver=driver,
+                           P_, L_, dt.astype(th0.dtype), eta.astype(th0.dtype), scale.astype(th0.dtype), seg, tail,
+                           jnp.int32(burn_in * M), loss_fn=loss_fn, order=order, driver=driver, reduced=reduced,
                            record_params=record_params, record_loss=record_loss, stats=stats,
                            block_size=min(block_size, m))
     res = finish(steps * M, K * M, burn_in * M, stats, raw)
