@@ -154,8 +154,8 @@ def _box_muller(u1, u2):
 
 
 def _unit_uniforms(words, dtype):
-    """uint32 words -> uniforms on the open interval (0, 1): ((w >> 8) + 1/2) 2^-24 (exact in float32)."""
-    return ((words >> jnp.uint32(8)).astype(dtype) + 0.5) * (2.0 ** -24)
+    """uint32 words -> uniforms on the open interval (0, 1): ((w >> 9) + 1/2) 2^-23 (exact in float32)."""
+    return ((words >> jnp.uint32(9)).astype(dtype) + 0.5) * (2.0 ** -23)
 
 
 def factor_noise(pair, step, k: int, driver, dtype):

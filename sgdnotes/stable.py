@@ -45,12 +45,13 @@ def stable_from_uniforms(alpha: float, u1, u2):
     Exact for every alpha in (0, 2] (alpha = 1 gives tan V, a standard Cauchy). Static alpha.
     """
     V = jnp.pi * (u1 - 0.5)
+    cosV = jnp.sin(jnp.pi * jnp.minimum(u1, 1.0 - u1))  # = cos V > 0 (rounded pi/2 could make cos V < 0)
     E = -jnp.log(u2)
     if alpha == 1.0:
-        return jnp.tan(V)
+        return jnp.sin(V) / cosV
     if alpha == 2.0:  # the general formula reduces to 2 sin(V) sqrt(E) ~ N(0, 2)
         return 2.0 * jnp.sin(V) * jnp.sqrt(E)
-    return (jnp.sin(alpha * V) / jnp.cos(V) ** (1.0 / alpha)
+    return (jnp.sin(alpha * V) / cosV ** (1.0 / alpha)
             * (jnp.cos((1.0 - alpha) * V) / E) ** ((1.0 - alpha) / alpha))
 
 
@@ -63,8 +64,9 @@ def positive_stable_from_uniforms(a: float, u1, u2):
     if a == 1.0:
         return jnp.ones_like(u1)
     U = jnp.pi * u1
+    sinU = jnp.sin(jnp.pi * jnp.minimum(u1, 1.0 - u1))  # = sin U > 0 (rounded pi could make sin U < 0)
     E = -jnp.log(u2)
-    return jnp.sin(a * U) / jnp.sin(U) ** (1.0 / a) * (jnp.sin((1.0 - a) * U) / E) ** ((1.0 - a) / a)
+    return jnp.sin(a * U) / sinU ** (1.0 / a) * (jnp.sin((1.0 - a) * U) / E) ** ((1.0 - a) / a)
 
 
 def _open_uniforms(key, shape, dtype):
