@@ -90,14 +90,21 @@ def bench_eigh(X, Y, theta0, m, K, seed):
                        args=args, record_steps=[K]).final_theta.block_until_ready()
 
 
-def flops_per_step():
-    """Counted floating-point operations per trajectory-step (multiply-add = 2; transcendental = 1 call)."""
+def flops_per_step(X, Y):
+    """Counted operations per trajectory-step (multiply-add = 2 flops; a transcendental counts once; a
+    Threefry-2x32 block = 20 rounds x 5 integer ops + 15 for key injection = 115 integer ops)."""
     d0, d1, d2 = DIMS
+    p = d0 * (d0 + d2)
+    r = sde.stats_factor(sde.stats_matrix(LOSS, X, Y)).shape[1]  # normals per step of the reduced factor
     small = 2 * (d2 * d1 * d0 * 4)  # W2 W1, (W2 W1) Sxx, W2^T G, G W1^T
-    sgd_f = 2 * B * d0 * (d0 + d2) + small + 2 * (d0 * d1 + d1 * d2)  # batch stats + products + update
-    fac = 2 * N * d0 * (d0 + d2) + small + 4 * N + 2 * (d0 * d1 + d1 * d2)  # weighted stats + weights
-    return {"run_sgd": sgd_f, "numpy": 2 * B * (2 * d0 * d1 + 3 * d1 * d2) + 4 * (d0 * d1 + d1 * d2),
-            "factor": fac, "transcendentals": 2 * N}  # Box-Muller: log, sqrt, cos, sin per pair
+    update = 2 * (d0 * d1 + d1 * d2)
+    return {
+        "run_sgd": dict(flops=2 * B * p + small + update, trans=0, int_ops=115 * (B // 2), r=B),
+        "numpy": dict(flops=2 * B * (2 * d0 * d1 + 3 * d1 * d2) + 2 * update, trans=0, int_ops=0, r=B),
+        "gaussian": dict(flops=2 * p * r + small + 2 * update, trans=2 * r, int_ops=115 * (r // 2), r=r),
+        "elliptical": dict(flops=2 * p * r + small + 2 * update, trans=2 * r + 8, int_ops=115 * (r // 2 + 1), r=r),
+        "independent": dict(flops=2 * p * N + 2 * N + small + 2 * update, trans=7 * N, int_ops=115 * N, r=N),
+    }
 
 
 def main():
@@ -130,20 +137,25 @@ def main():
             fn(X, Y, theta0, mm, kk, 100 + r)
             times[name].append(time.perf_counter() - t0)
     thr = {k: c[k][1] * c[k][2] / statistics.median(t) for k, t in times.items()}
-    fl = flops_per_step()
-    fl_of = {"run_sgd": fl["run_sgd"], "numpy vectorised": fl["numpy"], "sde gaussian": fl["factor"],
-             "sde elliptical a=1.8": fl["factor"], "sde independent a=1.8": fl["factor"]}
+    fl = flops_per_step(X, Y)
+    fl_of = {"run_sgd": fl["run_sgd"], "numpy vectorised": fl["numpy"], "sde gaussian": fl["gaussian"],
+             "sde elliptical a=1.8": fl["elliptical"], "sde independent a=1.8": fl["independent"]}
     print(f"refined-SDE throughput: 2-layer linear net d0=d1=d2={DIMS[0]}, n={N}, B={B}, float32; "
           f"jax {jax.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs, {platform.machine()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"median of {a.repeats} interleaved repeats (compile excluded)\n")
-    print(f"{'contender':<23} {'m x K':>12} {'median s':>9} {'traj*steps/s':>13} {'GFLOP/s':>8}")
+    print(f"{'contender':<23} {'m x K':>12} {'median s':>9} {'traj*steps/s':>13} {'flops':>6} {'transc':>6} "
+          f"{'int ops':>7} {'GFLOP/s':>8} {'Gint/s':>7}")
     for k, (fn, mm, kk) in c.items():
-        g = f"{thr[k] * fl_of[k] / 1e9:8.2f}" if k in fl_of else f"{'-':>8}"
+        if k in fl_of:
+            f = fl_of[k]
+            g = (f"{f['flops']:>6} {f['trans']:>6} {f['int_ops']:>7} {thr[k] * f['flops'] / 1e9:8.2f} "
+                 f"{thr[k] * f['int_ops'] / 1e9:7.2f}")
+        else:
+            g = f"{'-':>6} {'-':>6} {'-':>7} {'-':>8} {'-':>7}"
         print(f"{k:<23} {f'{mm} x {kk}':>12} {statistics.median(times[k]):>9.3f} {thr[k]:>13,.0f} {g}")
     s, e = thr["sde gaussian"], thr["sde eigh"]
-    print(f"\nFLOPs per trajectory-step (counted): run_sgd {fl['run_sgd']}, numpy {fl['numpy']}, "
-          f"factor-form SDE {fl['factor']} + {fl['transcendentals']} transcendentals")
+    print("\nflops / transc / int ops: counted per trajectory-step (see README.md); GFLOP/s, Gint/s: attained")
     print(f"target A: sde gaussian >= 1.5M traj*steps/s: {'met' if s >= 1.5e6 else 'NOT met'} ({s:,.0f})")
     print(f"target B: sde gaussian >= 150x sde eigh:     {'met' if s >= 150 * e else 'NOT met'} ({s / e:,.0f}x)")
     print(f"target C: sde gaussian within 3x of run_sgd: {'met' if 3 * s >= thr['run_sgd'] else 'NOT met'} "
