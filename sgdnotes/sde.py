@@ -6,11 +6,13 @@ step loop as the SGD simulator (:func:`sgdnotes.ensemble.scan_ensemble`). The di
 * a scalar ``sigma``: ``G = sigma I`` (isotropic);
 * a constant matrix ``G`` (d, k);
 * a callable ``cov_fn(theta (d,)) -> (d, d)``: a state-dependent covariance ``Sigma(theta)``, with
-  ``G = Sigma^{1/2}`` taken by a symmetric eigendecomposition (negative round-off eigenvalues are
-  clipped to 0, so singular ``Sigma`` is fine).
+  ``G = Sigma^{1/2}`` taken by a symmetric eigendecomposition every step (``cov_fn(theta0)`` is checked
+  to be symmetric PSD up front; later negative round-off eigenvalues are clipped to 0, so singular
+  ``Sigma`` is fine); or a callable factor ``G(theta) (d, k)`` (``diffusion_kind="factor"``, no root).
 
 The driving increments are pluggable: ``noise(key, shape, dt) -> dZ``; the default is Brownian,
-``sqrt(dt) N(0, I)``; an alpha-stable driver scales as ``dt^(1/alpha)``. Trajectory i's increment at
+``sqrt(dt) N(0, I)``; the alpha-stable drivers :func:`stable_driver` (elliptical or independent
+coordinates) scale as ``dt^(1/alpha)``. Trajectory i's increment at
 step k is drawn from ``fold_in(trajectory_keys(key, m)[i], k)``: like the SGD simulator's batches, a
 pure function of (trajectory key, step). Time is ``t = k * dt`` (``dt = eta`` for models of SGD).
 
@@ -548,9 +550,14 @@ def run_sgd_sde(
     ``sampling`` without replacement or by epochs it is multiplied by ``(n - B)/(n - 1)`` (the one-step
     covariance; the epoch anti-correlation is not modelled).
 
-    Drivers: ``"gaussian"``: Brownian increments (or ``noise``, any ``noise(key, shape, dt)``, e.g. an
-    alpha-stable driver), ``G = (eta/B Sigma)^{1/2}`` by eigendecomposition (singular Sigma is fine),
-    Euler--Maruyama with ``dt = eta/substeps``. ``"minibatch"``: the increments are SGD's own gradient
+    Drivers: ``"gaussian"``: Brownian increments with the exact factor form of the noise,
+    ``sqrt(eta/(B n)) sum_i (z_i - zbar) g_i(theta)`` (covariance ``eta/B Sigma_emp``; no eigendecomposition;
+    for linear regression and the two-layer network drawn in the rank-r space of the weighted sufficient
+    statistics, see :func:`empirical_factor`), Euler--Maruyama with ``dt = eta/substeps``, trajectories in
+    blocks of 16 with the trajectory axis last, as in ``run_sgd``. ``noise=stable_driver(alpha, form)``
+    replaces the Gaussian by alpha-stable increments (elliptical: ``sqrt(W)`` times the Gaussian noise;
+    independent: i.i.d. stable weights z_i over the n samples), at the same cost layout. Any other
+    ``noise(key, (n,), dt)`` callable drives the factor ``sqrt(eta/(B n)) C(theta)^T`` through :func:`run_sde`. ``"minibatch"``: the increments are SGD's own gradient
     noise xi_k from the batches that :func:`sgdnotes.sgd.run_sgd` draws with the same key (see
     :func:`minibatch_driver`; needs ``substeps=1``; any ``sampling``): with ``order=1`` the scheme *is* SGD (same key ->
     the same path up to rounding), with ``order=2`` it is SGD with the modified drift -- a pathwise
