@@ -127,7 +127,7 @@ def test_stable_driver_alpha_two_is_brownian():
 
 @pytest.mark.parametrize("form", ["elliptical", "independent"])
 def test_run_sde_stable_increments_scale(form):
-    """run_sde with a stable driver: zero drift, identity diffusion, K steps: x_T is S-alpha-S with scale (T/2)^(1/alpha)... per coordinate."""
+    """run_sde with a stable driver, zero drift, unit diffusion: each coordinate of x_T is S-alpha-S, scale 2^-1/2 T^(1/alpha)."""
     alpha, dt, K, m = 1.5, 0.01, 20, 20_000
     res = sde.run_sde(jax.random.key(35), lambda th: jnp.zeros(2), jnp.zeros(2), dt=dt, n_steps=K, diffusion=1.0,
                       noise=sde.stable_driver(alpha, form), n_trajectories=m, record_params=False)
