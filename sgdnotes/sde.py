@@ -6,11 +6,13 @@ step loop as the SGD simulator (:func:`sgdnotes.ensemble.scan_ensemble`). The di
 * a scalar ``sigma``: ``G = sigma I`` (isotropic);
 * a constant matrix ``G`` (d, k);
 * a callable ``cov_fn(theta (d,)) -> (d, d)``: a state-dependent covariance ``Sigma(theta)``, with
-  ``G = Sigma^{1/2}`` taken by a symmetric eigendecomposition (negative round-off eigenvalues are
-  clipped to 0, so singular ``Sigma`` is fine).
+  ``G = Sigma^{1/2}`` taken by a symmetric eigendecomposition every step (``cov_fn(theta0)`` is checked
+  to be symmetric PSD up front; later negative round-off eigenvalues are clipped to 0, so singular
+  ``Sigma`` is fine); or a callable factor ``G(theta) (d, k)`` (``diffusion_kind="factor"``, no root).
 
 The driving increments are pluggable: ``noise(key, shape, dt) -> dZ``; the default is Brownian,
-``sqrt(dt) N(0, I)``; an alpha-stable driver scales as ``dt^(1/alpha)``. Trajectory i's increment at
+``sqrt(dt) N(0, I)``; the alpha-stable drivers :func:`stable_driver` (elliptical or independent
+coordinates) scale as ``dt^(1/alpha)``. Trajectory i's increment at
 step k is drawn from ``fold_in(trajectory_keys(key, m)[i], k)``: like the SGD simulator's batches, a
 pure function of (trajectory key, step). Time is ``t = k * dt`` (``dt = eta`` for models of SGD).
 
@@ -50,8 +52,11 @@ from .ensemble import (
     scan_ensemble,
     warn_unstable,
 )
+from . import models
 from .noise import empirical_noise_cov
-from .sgd import batch_indices, mean_loss, trajectory_keys
+from .sgd import (_blocks, _dln2_grad_from_stats, _dln2_split, _dln2_suffstats_cheaper, _key_pair, _mm,
+                  batch_indices, mean_loss, trajectory_keys)
+from .stable import positive_stable_from_uniforms, stable_from_uniforms
 
 
 def brownian_increments(key, shape, dt):
@@ -60,9 +65,255 @@ def brownian_increments(key, shape, dt):
 
 
 def sqrt_psd(S):
-    """Symmetric square root of a PSD matrix S (d, d) -> (d, d); eigenvalues below 0 are clipped."""
+    """Symmetric square root of a PSD matrix S (d, d) -> (d, d).
+
+    Only round-off is forgiven here (S is symmetrised, eigenvalues below 0 are clipped): :func:`run_sde`
+    checks ``cov_fn(theta0)`` up front with :func:`check_cov`.
+    """
     w, U = jnp.linalg.eigh((S + S.T) / 2)
     return (U * jnp.sqrt(jnp.clip(w, 0.0))) @ U.T
+
+
+def check_cov(S, what: str = "diffusion cov_fn(theta0)"):
+    """A covariance S (d, d) must be finite, symmetric and PSD up to round-off; ValueError otherwise.
+
+    Round-off tolerance relative to ``max|S|``: ``100 d eps`` of S's dtype (float32, d = 50: 6e-4).
+    Returns S as a float64 NumPy array.
+    """
+    A = np.asarray(S)
+    eps = float(np.finfo(A.dtype if np.issubdtype(A.dtype, np.floating) else np.float64).eps)
+    A = A.astype(np.float64)
+    if not np.all(np.isfinite(A)):
+        v.fail(f"{what} must be finite", S)
+    d = A.shape[0]
+    tol = 100 * max(d, 1) * eps * max(float(np.max(np.abs(A), initial=0.0)), np.finfo(np.float64).tiny)
+    asym = float(np.max(np.abs(A - A.T), initial=0.0))
+    if asym > tol:
+        v.fail(f"{what} must be symmetric (max |S - S^T| = {asym:.3g} > round-off tolerance {tol:.3g})", S)
+    lam = float(np.linalg.eigvalsh((A + A.T) / 2).min())
+    if lam < -tol:
+        v.fail(f"{what} must be positive semi-definite (smallest eigenvalue {lam:.3g} < -{tol:.3g})", S)
+    return A
+
+
+class StableDriver:
+    """alpha-stable driving increments (chapters 2 and 5); build with :func:`stable_driver`.
+
+    ``form="elliptical"``: ``dZ = dt^(1/alpha) sqrt(W) N(0, I_k)``, W positive (alpha/2)-stable with
+    ``E[exp(-s W)] = exp(-s^(alpha/2))`` (:func:`sgdnotes.stable.sample_positive_stable`): an isotropic
+    alpha-stable vector, so ``G dZ`` is elliptical with the dispersion ``G G^T`` of the Gaussian driver,
+    for any factor G. ``form="independent"``: the k coordinates are i.i.d. symmetric alpha-stable with
+    scale ``2^(-1/2) dt^(1/alpha)`` (``G dZ`` then depends on the factor G, not only on ``G G^T``).
+    In both, every coordinate of a unit-time increment is symmetric alpha-stable with scale 2^(-1/2):
+    at alpha = 2 both are Brownian increments ``sqrt(dt) N(0, I)``.
+    """
+
+    def __init__(self, alpha, form):
+        self.alpha, self.form = alpha, form
+
+    def __call__(self, key, shape, dt):
+        """``noise(key, shape, dt)`` for :func:`run_sde` (one trajectory, one step)."""
+        from .stable import sample_positive_stable, sample_stable
+
+        k1, k2 = jax.random.split(key)
+        if self.form == "independent":
+            return dt ** (1.0 / self.alpha) * 2.0 ** -0.5 * sample_stable(k1, self.alpha, shape)
+        W = sample_positive_stable(k2, self.alpha / 2, ())
+        return dt ** (1.0 / self.alpha) * jnp.sqrt(W) * jax.random.normal(k1, shape)
+
+    def __repr__(self):
+        return f"stable_driver(alpha={self.alpha}, form={self.form!r})"
+
+
+@lru_cache(maxsize=None)
+def stable_driver(alpha: float, form: str = "elliptical") -> StableDriver:
+    """alpha-stable driving noise for :func:`run_sde` and ``run_sgd_sde(noise=...)`` (see :class:`StableDriver`).
+
+    alpha in (0, 2]; form ``"elliptical"`` (default) or ``"independent"``. Increments scale as dt^(1/alpha).
+    """
+    alpha = v.in_range("alpha (stability index)", alpha, 0.0, 2.0, closed_high=True)
+    if alpha <= 0:
+        v.fail("alpha (stability index) must be > 0", alpha)
+    v.one_of("form", form, {"elliptical", "independent"})
+    return StableDriver(alpha, form)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast refined-SDE noise: factor forms of the empirical covariance (no eigendecomposition per step)
+#
+# Sigma_emp(theta) = (1/n) C^T C with C = G - gbar (n, d) the centred per-sample gradients, so
+# sqrt(s/n) C^T z, z ~ N(0, I_n), has covariance exactly s Sigma_emp at O(n d) cost, and
+# C^T z = sum_i (z_i - zbar) g_i: a weighted sum of per-sample gradients, evaluated in closed form for
+# the known losses without forming C. For linear regression and the two-layer linear network the
+# weighted sum depends on the weights only through p weighted sufficient statistics S = P w
+# (P (p, n): rows vec x_i x_i^T and vec y_i x_i^T), sum_i w_i g_i(theta) = Phi_theta(S) with Phi_theta
+# linear. Then Phi_theta(P (z - zbar)) with P (z - zbar) ~ N(0, P_c P_c^T), P_c = P (I - 11^T/n), a
+# constant p x p covariance: drawing it as L xi with L L^T = P_c P_c^T (L (p, r), factorised once,
+# r = rank <= p) gives exactly the same law with r instead of n normals per step (r = 40 for the
+# reference network, n = 100). The factor of the SDE step is thus F(theta) = sqrt(s/n) Phi_theta(L),
+# F F^T = s Sigma_emp(theta) (:func:`empirical_factor`).
+
+_TAG_NOISE = 0xA4093822  # counter tags of the SDE's random words (distinct from sgd's batch tags)
+_TAG_W = 0x299F31D0
+
+
+def _box_muller(u1, u2):
+    """Standard normals (2k, ...) from uniforms u1, u2 (k, ...) on (0, 1) (both Box--Muller outputs)."""
+    r = jnp.sqrt(-2.0 * jnp.log(u1))
+    t = (2.0 * jnp.pi) * u2
+    return jnp.concatenate([r * jnp.cos(t), r * jnp.sin(t)], axis=0)
+
+
+def _unit_uniforms(words, dtype):
+    """uint32 words -> uniforms on the open interval (0, 1): ((w >> 9) + 1/2) 2^-23 (exact in float32)."""
+    return ((words >> jnp.uint32(9)).astype(dtype) + 0.5) * (2.0 ** -23)
+
+
+def factor_noise(pair, step, k: int, driver, dtype):
+    """Unit-time driving noise (k, b) of trajectories with key words ``pair`` (2, b) at ``step``.
+
+    A pure function of (trajectory key, step): Threefry-2x32 words at counters (step, tag + j).
+    driver None: N(0, I_k) by Box--Muller; a :class:`StableDriver`: its unit-time increments
+    (elliptical: sqrt(W) N(0, I_k); independent: i.i.d. symmetric alpha-stable, scale 2^-1/2).
+    """
+    if driver is None:
+        y0, y1 = _blocks(pair, step, _TAG_NOISE, (k + 1) // 2)
+        return _box_muller(_unit_uniforms(y0, dtype), _unit_uniforms(y1, dtype))[:k]
+    if driver.form == "independent":
+        y0, y1 = _blocks(pair, step, _TAG_NOISE, k)
+        return 2.0 ** -0.5 * stable_from_uniforms(driver.alpha, _unit_uniforms(y0, dtype), _unit_uniforms(y1, dtype))
+    z = factor_noise(pair, step, k, None, dtype)
+    w0, w1 = _blocks(pair, step, _TAG_W, 1)
+    W = positive_stable_from_uniforms(driver.alpha / 2, _unit_uniforms(w0, dtype), _unit_uniforms(w1, dtype))
+    return jnp.sqrt(W) * z
+
+
+def _dln2_dims(loss_fn):
+    if (isinstance(loss_fn, partial) and loss_fn.func is models.dln2_loss and not loss_fn.args
+            and set(loss_fn.keywords) == {"dims"}):
+        return tuple(int(x) for x in loss_fn.keywords["dims"])
+    return None
+
+
+def stats_matrix(loss_fn, X, Y):
+    """P (p, n) with ``sum_i w_i g_i(theta) = Phi_theta(P w)`` (:func:`stats_grad_fn`), or None (P = I_n).
+
+    Rows ``vec x_i x_i^T`` (row-major) then ``vec x_i y_i^T`` (linear regression) or ``vec y_i x_i^T``
+    (two-layer network), used where p < n and cheaper than the per-sample form. NumPy float64.
+    """
+    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
+    n, d_in = X.shape
+    dims = _dln2_dims(loss_fn)
+    if loss_fn is models.linreg_loss and d_in * (d_in + Y.shape[1]) < n:
+        return np.concatenate([(X[:, :, None] * X[:, None, :]).reshape(n, -1),
+                               (X[:, :, None] * Y[:, None, :]).reshape(n, -1)], axis=1).T
+    if dims is not None and _dln2_suffstats_cheaper(dims, n) and d_in * (d_in + Y.shape[1]) < n:
+        return np.concatenate([(X[:, :, None] * X[:, None, :]).reshape(n, -1),
+                               (Y[:, :, None] * X[:, None, :]).reshape(n, -1)], axis=1).T
+    return None
+
+
+def stats_grad_fn(loss_fn, X, Y, reduced: bool):
+    """``Phi(theta (d, b), S (p, b)) -> (d, b)``, linear in S, trajectories last.
+
+    reduced (P from :func:`stats_matrix`): ``sum_i w_i g_i(theta) = Phi(theta, P w)``; otherwise S are
+    the weights w (n, b) themselves (closed-form per-sample chain rule, or jax.grad for other losses).
+    """
+    n, d_in = X.shape
+    d_out = Y.shape[1]
+    dims = _dln2_dims(loss_fn)
+    if loss_fn is models.linreg_loss:
+        if reduced:  # sum_i w_i x_i (x_i^T W - y_i^T) = Sxx W - Sxy
+            return lambda theta, S: (_mm(S[: d_in * d_in].reshape(d_in, d_in, -1), theta.reshape(d_in, d_out, -1))
+                                     - S[d_in * d_in:].reshape(d_in, d_out, -1)).reshape(d_in * d_out, -1)
+
+        def wgrad(theta, w):
+            r = jnp.einsum("ni,iob->nob", X, theta.reshape(d_in, d_out, -1)) - Y[:, :, None]  # (n, d_out, b)
+            return jnp.einsum("ni,nob->iob", X, w[:, None, :] * r).reshape(d_in * d_out, -1)
+
+        return wgrad
+    if dims is not None:
+        d0, d1, d2 = dims
+        if reduced:  # the batch gradient's closed form with weighted statistics
+            def sgrad(theta, S):
+                W1, W2 = _dln2_split(theta, dims)
+                return _dln2_grad_from_stats(W1, W2, S[: d0 * d0].reshape(d0, d0, -1), S[d0 * d0:].reshape(d2, d0, -1))
+
+            return sgrad
+
+        def wgrad(theta, w):  # per-sample chain rule from residuals r_i and inputs x_i
+            W1, W2 = _dln2_split(theta, dims)
+            h = jnp.einsum("nk,jkb->jnb", X, W1)  # (d1, n, b)
+            rw = 2.0 * (_mm(W2, h) - Y.T[:, :, None]) * w[None]  # (d2, n, b)
+            g2 = _mm(rw, jnp.swapaxes(h, 0, 1))
+            g1 = jnp.einsum("jnb,nk->jkb", _mm(jnp.swapaxes(W2, 0, 1), rw), X)
+            return jnp.concatenate([jnp.swapaxes(g1, 0, 1).reshape(-1, g1.shape[-1]),
+                                    jnp.swapaxes(g2, 0, 1).reshape(-1, g2.shape[-1])])
+
+        return wgrad
+
+    def one(theta, w):  # any loss: jax.grad of the weighted loss
+        return jax.grad(lambda th: jnp.sum(w * jax.vmap(loss_fn, in_axes=(None, 0, 0))(th, X, Y)))(theta)
+
+    return jax.vmap(one, in_axes=(1, 1), out_axes=1)
+
+
+def stats_factor(P):
+    """L (p, r) with ``L L^T = P_c P_c^T``, P_c = P (I - 11^T/n): a once-only eigh (float64) of a constant."""
+    Pc = P - P.mean(axis=1, keepdims=True)
+    w, U = np.linalg.eigh(Pc @ Pc.T)
+    keep = w > 1e-12 * max(w.max(), np.finfo(np.float64).tiny)
+    return U[:, keep] * np.sqrt(w[keep])
+
+
+def empirical_factor(loss_fn, theta, X, Y):
+    """The factor F (d, r) of run_sgd_sde's Gaussian driver at theta (d,): ``F F^T = Sigma_emp(theta)``.
+
+    F = Phi_theta(L) / sqrt(n) with the reduced statistics where they apply (r = rank of P_c),
+    otherwise the centred per-sample gradients C^T / sqrt(n) (r = n), computed by the same closed forms
+    the simulator uses (chapter 2). X (n, d_in), Y (n, d_out).
+    """
+    X = v.array("X", X, ndim=2)
+    Y = v.array("Y", Y, ndim=2)
+    v.same_rows(X, Y)
+    theta = v.array("theta", theta, ndim=1)
+    n = X.shape[0]
+    dtype = jnp.result_type(theta.dtype, jnp.float32)
+    P = stats_matrix(loss_fn, X, Y)
+    Xj, Yj = jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
+    phi = stats_grad_fn(loss_fn, Xj, Yj, P is not None)
+    S = stats_factor(P) if P is not None else np.eye(n) - 1.0 / n
+    T = jnp.broadcast_to(jnp.asarray(theta, dtype)[:, None], (theta.shape[0], S.shape[1]))
+    return phi(T, jnp.asarray(S, dtype)) / np.sqrt(n)
+
+
+def _simulate_factor(carry, replicated, seg_lengths, k0, burn_in, *,
+                     loss_fn, order, driver, reduced, record_params, record_loss, stats, block_size):
+    """One chunk of the SDE models of SGD with factor-form noise (traced, per device; see
+    :func:`sgdnotes.ensemble.run_chunks`): Euler--Maruyama, blocked, trajectories last."""
+    X, Y, P, L, dt, eta, scale = replicated
+    n = X.shape[0]
+    phi = stats_grad_fn(loss_fn, X, Y, reduced)
+    alpha = 2.0 if driver is None else driver.alpha
+    amp = dt ** (1.0 / alpha) * jnp.sqrt(scale / n)  # noise weight per unit of (z_i - zbar)
+    mean_w = P.mean(axis=1)[:, None] if reduced else jnp.full((n, 1), 1.0 / n, carry.theta.dtype)  # Phi(., mean_w) = grad L_n
+    Pc = P - mean_w if reduced else None
+
+    def step(k, theta, pair):  # theta (d, b), pair (2, b)
+        if reduced and (driver is None or driver.form == "elliptical"):  # law depends only on L L^T
+            S = amp * (L @ factor_noise(pair, k, L.shape[1], driver, theta.dtype))
+        else:
+            z = factor_noise(pair, k, n, driver, theta.dtype)  # (n, b)
+            S = amp * (Pc @ z if reduced else z - z.mean(axis=0))
+        if order == 1:
+            return theta + phi(theta, S - dt * mean_w), pair
+        full = lambda th: phi(th, jnp.broadcast_to(mean_w, mean_w.shape[:1] + th.shape[-1:]))  # grad L_n
+        g, Hg = jax.jvp(full, (theta,), (full(theta),))
+        return theta + phi(theta, S) - dt * (g + 0.5 * eta * Hg), pair
+
+    observe = jax.vmap(lambda th: mean_loss(loss_fn, th, X, Y)) if record_loss else None
+    return scan_ensemble(step, carry, seg_lengths, k0, burn_in, stats=stats, record_params=record_params,
+                         observe=observe, block_size=min(block_size, carry.theta.shape[0]))
 
 
 def _simulate(carry, replicated, seg_lengths, k0, burn_in, *,
@@ -204,6 +455,7 @@ def run_sde(
         else:
             if cs.shape != (d, d):
                 v.fail(f"diffusion cov_fn(theta) must return a ({d}, {d}) covariance", cs)
+            check_cov(diffusion(th0[0], *args))
             kind, cov_fn, k_noise = "state", diffusion, d
     elif np.ndim(diffusion) == 0:
         sigma = float(diffusion)
@@ -351,9 +603,14 @@ def run_sgd_sde(
     ``sampling`` without replacement or by epochs it is multiplied by ``(n - B)/(n - 1)`` (the one-step
     covariance; the epoch anti-correlation is not modelled).
 
-    Drivers: ``"gaussian"``: Brownian increments (or ``noise``, any ``noise(key, shape, dt)``, e.g. an
-    alpha-stable driver), ``G = (eta/B Sigma)^{1/2}`` by eigendecomposition (singular Sigma is fine),
-    Euler--Maruyama with ``dt = eta/substeps``. ``"minibatch"``: the increments are SGD's own gradient
+    Drivers: ``"gaussian"``: Brownian increments with the exact factor form of the noise,
+    ``sqrt(eta/(B n)) sum_i (z_i - zbar) g_i(theta)`` (covariance ``eta/B Sigma_emp``; no eigendecomposition;
+    for linear regression and the two-layer network drawn in the rank-r space of the weighted sufficient
+    statistics, see :func:`empirical_factor`), Euler--Maruyama with ``dt = eta/substeps``, trajectories in
+    blocks of 16 with the trajectory axis last, as in ``run_sgd``. ``noise=stable_driver(alpha, form)``
+    replaces the Gaussian by alpha-stable increments (elliptical: ``sqrt(W)`` times the Gaussian noise;
+    independent: i.i.d. stable weights z_i over the n samples), at the same cost layout. Any other
+    ``noise(key, (n,), dt)`` callable drives the factor ``sqrt(eta/(B n)) C(theta)^T`` through :func:`run_sde`. ``"minibatch"``: the increments are SGD's own gradient
     noise xi_k from the batches that :func:`sgdnotes.sgd.run_sgd` draws with the same key (see
     :func:`minibatch_driver`; needs ``substeps=1``; any ``sampling``): with ``order=1`` the scheme *is* SGD (same key ->
     the same path up to rounding), with ``order=2`` it is SGD with the modified drift -- a pathwise
@@ -403,15 +660,22 @@ def run_sgd_sde(
     drift, cov, factor = _sgd_model_fns(loss_fn, order)
     dtype = jnp.result_type(jnp.asarray(theta0).dtype, jnp.float32)
     args = (jnp.asarray(X, dtype), jnp.asarray(Y, dtype), jnp.asarray(eta, dtype), jnp.asarray(eta * fpc / B, dtype))
-    if driver == "gaussian":
-        kw = dict(diffusion=cov, diffusion_kind="cov", noise=brownian_increments if noise is None else noise)
-    else:
-        kw = dict(diffusion=factor, diffusion_kind="factor", noise=minibatch_driver(n, B, sampling))
     observe = _loss_observer(loss_fn) if record_loss else None
-    res = run_sde(key, drift, theta0, dt=eta / M, n_steps=K * M, n_trajectories=n_trajectories,
-                  record_steps=steps * M, record_params=record_params, observe=observe, stats=stats,
-                  burn_in=burn_in * M, on_divergence="ignore", args=args, mesh=mesh, chunk_steps=chunk_steps,
-                  progress=progress, max_growth=max_growth, **kw)
+    if driver == "gaussian" and (noise is None or noise is brownian_increments or isinstance(noise, StableDriver)):
+        res = _run_factor(key, loss_fn, theta0, args, n_trajectories=n_trajectories, order=order,
+                          driver=noise if isinstance(noise, StableDriver) else None, substeps=M, n_steps=K,
+                          steps=steps, record_params=record_params, record_loss=record_loss, stats=stats,
+                          burn_in=burn_in, mesh=mesh, chunk_steps=chunk_steps, progress=progress,
+                          max_growth=max_growth)
+    else:
+        if driver == "gaussian":  # any other noise(key, (n,), dt) callable drives the factor sqrt(s/n) C^T
+            kw = dict(diffusion=_gaussian_factor(loss_fn), diffusion_kind="factor", noise=noise)
+        else:
+            kw = dict(diffusion=factor, diffusion_kind="factor", noise=minibatch_driver(n, B, sampling))
+        res = run_sde(key, drift, theta0, dt=eta / M, n_steps=K * M, n_trajectories=n_trajectories,
+                      record_steps=steps * M, record_params=record_params, observe=observe, stats=stats,
+                      burn_in=burn_in * M, on_divergence="ignore", args=args, mesh=mesh, chunk_steps=chunk_steps,
+                      progress=progress, max_growth=max_growth, **kw)
     done = res.completed_steps // M  # SGD steps completed (an interrupt may stop inside one)
     res = res._replace(steps=res.steps // M, completed_steps=done,
                        n_averaged=res.n_averaged if M == 1 else max(done - burn_in, 0),
@@ -428,6 +692,52 @@ def _top_eig_sgd(loss_fn, res, X, Y, theta0):
 
     th = jnp.asarray(theta0).reshape(-1, jnp.asarray(theta0).shape[-1])[0]
     return _hessian_top_eig(loss_fn, th.astype(jnp.float32), X, Y)
+
+
+@lru_cache(maxsize=None)
+def _gaussian_factor(loss_fn):
+    """factor(theta, X, Y, eta, scale) -> (d, n) = sqrt(scale/n) C^T: covariance scale * Sigma_emp (stable object)."""
+    per_sample = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0, 0))
+
+    def factor(theta, X, Y, eta, scale):
+        G = per_sample(theta, X, Y)
+        return jnp.sqrt(scale / X.shape[0]) * (G - G.mean(axis=0)).T
+
+    return factor
+
+
+def _run_factor(key, loss_fn, theta0, args, *, n_trajectories, order, driver, substeps, n_steps, steps,
+                record_params, record_loss, stats, burn_in, mesh, chunk_steps, progress, max_growth, block_size=16):
+    """run_sgd_sde's Gaussian/stable drivers: :func:`_simulate_factor` through the chunked, sharded driver
+    :func:`sgdnotes.ensemble.run_chunks` (steps count Euler--Maruyama steps there; SGD steps here)."""
+    theta0_a, m, d = initial_shape(theta0, n_trajectories)
+    check_chunking(chunk_steps, progress)
+    max_growth = check_growth(max_growth)
+    mesh = resolve_mesh(mesh)
+    check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=record_loss, stats=stats,
+                 aux_per_traj=8, mesh=mesh)
+    th0, m = check_initial(theta0_a, m)
+    X, Y, eta, scale = args
+    M, K = substeps, n_steps
+    dt = eta / M
+    P = stats_matrix(loss_fn, X, Y)
+    reduced = P is not None
+    P_, L_ = (jnp.asarray(P, th0.dtype), jnp.asarray(stats_factor(P), th0.dtype)) if reduced else (None, None)
+    if K > 0:
+        from .sgd import _hessian_top_eig
+
+        warn_unstable("run_sgd_sde", float(dt), _hessian_top_eig(loss_fn, th0[0], X, Y) if d <= 400 else None,
+                      step_name="eta/substeps")
+    carry = init_carry(th0, _key_pair(trajectory_keys(key, m)), stats, max_growth)
+    replicated = (X.astype(th0.dtype), Y.astype(th0.dtype), P_, L_, dt.astype(th0.dtype), eta.astype(th0.dtype),
+                  scale.astype(th0.dtype))
+    static = dict(loss_fn=loss_fn, order=order, driver=driver, reduced=reduced, record_params=record_params,
+                  record_loss=record_loss, stats=stats, block_size=block_size)
+    carry, thetas, observed, done = run_chunks(
+        _simulate_factor, carry, replicated, steps=steps * M, n_steps=K * M, burn_in=burn_in * M, static=static,
+        mesh=mesh, block=min(block_size, m), chunk_steps=chunk_steps, progress=progress, desc="run_sgd_sde",
+        record_params=record_params, record_obs=record_loss)
+    return finish(steps * M, K * M, burn_in * M, stats, carry, thetas, observed, done, jnp.zeros((m, 0), th0.dtype))
 
 
 @lru_cache(maxsize=None)

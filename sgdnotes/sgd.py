@@ -268,6 +268,14 @@ def _dln2_suffstats_cheaper(dims, B):
     return B * d0 * (d0 + d2) + 4 * d0 * d1 * d2 <= B * (2 * d0 * d1 + 3 * d1 * d2)
 
 
+def _dln2_grad_from_stats(W1, W2, Sxx, Syx):
+    """Gradient of ``sum_i w_i ||y_i - W2 W1 x_i||^2`` from Sxx = sum_i w_i x_i x_i^T (d0, d0, b) and
+    Syx = sum_i w_i y_i x_i^T (d2, d0, b): G = 2 (W2 W1 Sxx - Syx), dW1 = W2^T G, dW2 = G W1^T -> (d, b).
+    Weights 1/B give the batch gradient; any weights give a weighted sum of per-sample gradients."""
+    G = 2.0 * (_mm(_mm(W2, W1), Sxx) - Syx)  # (d2, d0, b)
+    return _dln2_join(_mm(jnp.swapaxes(W2, 0, 1), G), _mm(G, jnp.swapaxes(W1, 0, 1)))
+
+
 def _dln2_batch_grad(theta, xb, yb, *, dims):
     """Batch gradient of ``||y - W2 W1 x||^2`` (models.dln2_loss) for theta = [vec W1; vec W2].
 
@@ -279,9 +287,7 @@ def _dln2_batch_grad(theta, xb, yb, *, dims):
     if _dln2_suffstats_cheaper(dims, B):
         Sxx = _mm(xb, jnp.swapaxes(xb, 0, 1)) / B  # (d0, d0, b) = mean_b x x^T
         Syx = _mm(yb, jnp.swapaxes(xb, 0, 1)) / B  # (d2, d0, b) = mean_b y x^T
-        G = 2.0 * (_mm(_mm(W2, W1), Sxx) - Syx)  # (d2, d0, b)
-        g1 = _mm(jnp.swapaxes(W2, 0, 1), G)
-        g2 = _mm(G, jnp.swapaxes(W1, 0, 1))
+        return _dln2_grad_from_stats(W1, W2, Sxx, Syx)
     else:  # per-sample chain rule, products via _mm: h = W1 x, r = W2 h - y, g2 = 2 r h^T / B, g1 = 2 W2^T r x^T / B
         h = _mm(W1, xb)  # (d1, B, b)
         r = _mm(W2, h) - yb  # (d2, B, b)
