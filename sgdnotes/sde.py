@@ -638,6 +638,7 @@ def run_sgd_sde(
     M = v.positive_int("substeps", substeps, 1)
     check_steps("n_steps", K, M)
     record_loss = check_flag("record_loss", record_loss)
+    record_params = check_flag("record_params", record_params)
     if driver == "minibatch" and (M != 1 or noise is not None):
         v.fail("the minibatch driver uses SGD's own batches: it needs substeps=1 and noise=None", substeps)
     if noise is not None and not callable(noise):
