@@ -188,3 +188,21 @@ def test_bad_inputs_raise_value_error():
         dln.critical_point(jnp.eye(3), jnp.eye(3), 2, [0, 1, 2])
     with pytest.raises(ValueError, match="finite"):
         dln.dln_grads(jnp.full((2, 2), jnp.nan), jnp.ones((2, 2)), jnp.ones((3, 2)), jnp.ones((3, 2)))
+
+
+@pytest.mark.parametrize("dims", [(4, 1, 4), (4, 2, 4), (6, 2, 6), (3, 4, 2), (5, 3, 4)])
+def test_noise_rank_is_the_product_jacobian_rank(dims):
+    """rank Sigma = rank J = r2 d0 + r1 d2 - r1 r2 (C > 0): the GL(d1) tangents (A W1, -W2 A) are noise-free."""
+    d0, d1, d2 = dims
+    X, Y, th = _problem(11, dims, 80)
+    W1, W2 = models.dln_unpack(th, dims)
+    for W1_, W2_ in ((W1, W2), (W1.at[0].set(0.0), W2)):  # generic point, and W1 with a zero row
+        r1, r2 = int(np.linalg.matrix_rank(np.asarray(W1_))), int(np.linalg.matrix_rank(np.asarray(W2_)))
+        S = noise.dln_noise_cov(W1_, W2_, X, Y)
+        J = dln.product_jacobian(W1_, W2_)
+        rank = r2 * d0 + r1 * d2 - r1 * r2
+        assert int(np.linalg.matrix_rank(np.asarray(J))) == rank
+        assert int(jnp.linalg.matrix_rank(S)) == rank <= min(d0 * d2, d1 * (d0 + d2))
+        A = jax.random.normal(jax.random.key(d0 + d1 + d2), (d1, d1))
+        tangent = models.dln_pack(A @ W1_, -W2_ @ A)
+        assert float(tangent @ S @ tangent) <= 1e-5 * float(jnp.abs(S).max()) * float(tangent @ tangent)
