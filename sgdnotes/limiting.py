@@ -388,13 +388,14 @@ def linreg_noise_spectrum(theta, X, Y, U):
     d_in, d_out = X.shape[1], Y.shape[1]
     if theta.ndim < 1 or theta.shape[-1] != d_in * d_out:
         v.fail(f"theta must have last dimension d_in * d_out = {d_in * d_out}", theta)
-    W = theta.reshape(theta.shape[:-1] + (d_in, d_out))
     U = _vals("U (d_in, p)", U, ndim=2)
     if U.shape[0] != d_in or not np.allclose(U.T @ U, np.eye(U.shape[1]), atol=1e-4):
         v.fail(f"U must be (d_in = {d_in}, p) with orthonormal columns", U)
     v.memory("the residuals", theta.shape[:-1] + X.shape, 8)
-    R = np.matmul(X, W) - Y  # (..., n, d_out)
+    batch, n = theta.shape[:-1], X.shape[0]
+    W = np.moveaxis(theta.reshape(-1, d_in, d_out), 0, 1).reshape(d_in, -1)  # (d_in, N d_out): one GEMM for all states
+    R = ((X @ W).reshape(n, -1, d_out) - Y[:, None, :]).reshape(n, -1)  # residuals r = W^T x - y, (n, N d_out)
     P = X @ U  # (n, p)
-    m2 = np.matmul((P**2).T, R**2) / X.shape[0]
-    m1 = np.matmul(P.T, R) / X.shape[0]
-    return m2 - m1**2
+    m2 = (P**2).T @ R**2 / n
+    m1 = P.T @ R / n
+    return np.moveaxis((m2 - m1**2).reshape(P.shape[1], -1, d_out), 0, 1).reshape(batch + (P.shape[1], d_out))

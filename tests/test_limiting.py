@@ -200,3 +200,37 @@ def test_validation_errors():
         lim.discrete_stationary_cov(np.eye(2) * 10, np.eye(2), 1.0, 0.9, 8)
     with pytest.raises(ValueError, match="model"):
         lim.displacement_from_rest(np.array([1]), [1.0], [1.0], 0.1, 0.9, 8, model="other")
+
+
+@pytest.mark.parametrize("eta, beta", [(0.2, 0.9), (0.05, 0.5), (1.0, 0.0)])
+def test_velocity_correlation_many_lags_against_expm(eta, beta):
+    # independent: stationary Cov(v(t+tau), v(t)) = (e^{-A tau} B)_{vv} for the 2x2 OU of each mode
+    rho = np.array([0.7, 0.27, 0.01])
+    lags = np.array([0, 1, 2, 5, 17, 60, 250])
+    C = lim.velocity_correlation(lags, rho, eta, beta)
+    assert C.shape == (len(lags), len(rho))
+    for l, r_ in enumerate(rho):
+        ou = lim.ou_model(np.array([[r_]]), np.array([[1.0]]), eta, beta, 4)
+        B = stationary.lyapunov(ou.A, ou.D)
+        ref = [(scipy.linalg.expm(-ou.A * eta * k) @ B)[1, 1] / B[1, 1] for k in lags]
+        assert np.allclose(C[:, l], ref, rtol=1e-8, atol=1e-12)
+
+
+def test_global_displacement_many_k_against_double_sum():
+    # eq. (13) by its definition: E||sum_{i=1}^k eta v_i||^2 = eta^2 sum_l Var v_l sum_{i,j=1}^k C_l(|i - j|),
+    # with C_l from matrix exponentials (independent of velocity_correlation) and an explicit double sum
+    rho, s = np.array([0.7, 0.2, 0.03]), np.array([0.05, 0.02, 0.004])
+    eta, beta, S = 0.2, 0.9, 8
+    ks = np.array([1, 2, 3, 7, 25, 80])
+    _, var_v = lim.stationary_variances(rho, s, eta, beta, S)
+    ref = []
+    for k in ks:
+        tot = 0.0
+        for l, r_ in enumerate(rho):
+            ou = lim.ou_model(np.array([[r_]]), np.array([[1.0]]), eta, beta, S)
+            B = stationary.lyapunov(ou.A, ou.D)
+            Cl = np.array([(scipy.linalg.expm(-ou.A * eta * t) @ B)[1, 1] / B[1, 1] for t in range(k)])
+            ii, jj = np.meshgrid(np.arange(k), np.arange(k))
+            tot += eta**2 * var_v[l] * Cl[np.abs(ii - jj)].sum()
+        ref.append(tot)
+    assert np.allclose(lim.global_displacement(ks, rho, s, eta, beta, S), ref, rtol=1e-9)
