@@ -62,6 +62,7 @@ browser: setup
 
 bench: setup
 	$(PY) bench/bench_sgd.py
+	$(PY) bench/bench_sde.py
 
 lab: setup
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) book

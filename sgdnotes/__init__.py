@@ -2,12 +2,13 @@
 
 Modules (one concept each): ``models`` problems and data, ``noise`` gradient-noise covariances,
 ``ensemble`` the step loop shared by ``sgd`` (SGD ensembles) and ``sde`` (Euler--Maruyama ensembles),
-``stationary`` Fokker--Planck objects, ``dln`` deep linear networks, ``limiting`` momentum-SGD closed
-forms, ``stats`` standard errors and the book's statistical asserts, ``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names
-below are re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
+``stable`` alpha-stable samplers, ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
+``limiting`` momentum-SGD closed forms, ``stats`` standard errors and the book's statistical asserts,
+``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names below are
+re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
 """
 
-from . import dln, ensemble, limiting, models, noise, plotting, sde, sgd, stationary, stats, widgets
+from . import dln, ensemble, limiting, models, noise, plotting, sde, sgd, stable, stationary, stats, widgets
 from .ensemble import DivergenceError, EnsembleResult, pooled_moments
 from .models import (
     Dataset,
@@ -32,20 +33,31 @@ from .noise import (
     minibatch_noise_cov,
     per_sample_grads,
 )
-from .sde import brownian_increments, linreg_moments, minibatch_driver, run_sde, run_sgd_sde, sqrt_psd
+from .sde import (
+    brownian_increments,
+    empirical_factor,
+    linreg_moments,
+    minibatch_driver,
+    run_sde,
+    run_sgd_sde,
+    sqrt_psd,
+    stable_driver,
+)
+from .stable import sample_positive_stable, sample_stable
 from .sgd import batch_indices, run_sgd, trajectory_keys
 from .stationary import drift_decomposition, lyapunov
 from .stats import assert_agrees, assert_rejects, chapter_seed
 from .widgets import frame_slider
 
 __all__ = [
-    "dln", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stationary", "stats", "widgets",
+    "dln", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable", "stationary", "stats", "widgets",
     "DivergenceError", "EnsembleResult", "pooled_moments",
     "Dataset", "dln2_loss", "dln_pack", "dln_unpack", "linreg_full_loss", "linreg_hessian", "linreg_loss",
     "linreg_minimiser", "load_digits_regression", "make_dln_teacher_data", "make_linreg_data",
     "batch_gradients", "batch_gradients_by_size", "dln_noise_cov", "empirical_noise_cov",
     "estimate_noise_cov", "linreg_population_noise_cov", "minibatch_noise_cov", "per_sample_grads",
-    "brownian_increments", "linreg_moments", "minibatch_driver", "run_sde", "run_sgd_sde", "sqrt_psd",
+    "brownian_increments", "empirical_factor", "linreg_moments", "minibatch_driver", "run_sde", "run_sgd_sde",
+    "sqrt_psd", "stable_driver", "sample_positive_stable", "sample_stable",
     "batch_indices", "run_sgd", "trajectory_keys",
     "drift_decomposition", "lyapunov",
     "assert_agrees", "assert_rejects", "chapter_seed",
