@@ -753,21 +753,96 @@ def _loss_observer(loss_fn):
 MODELS = ("sgd", "sde", "sme")
 
 
+def _linreg_moment_ops(X, Y, eta, B, f, model):
+    """Linear maps of the exact moment recursions of a model on linear regression, in centred form.
+
+    With ``delta = theta - theta_n`` (``theta_n`` the least-squares minimiser), ``e = X theta_n - y``
+    (residuals at theta_n, ``X^T e = 0``), ``A_i = x_i x_i^T - H``, the centred per-sample gradient is
+    ``A_i delta + e_i x_i``, so for ``E delta = m`` and ``Cov delta = C``
+
+        E[Sigma_emp(theta)] = (1/n) sum_i [A_i (C + m m^T) A_i^T + e_i (A_i m x_i^T + x_i m^T A_i^T)
+                              + e_i^2 x_i x_i^T]
+
+    -- a sum of centred terms, with no cancellation against the mean. Returns ``(theta_n, drift,
+    noise_C, noise_m, noise_0, scale)`` with ``drift`` (d, d) the linear drift of the mean of delta,
+    ``noise_C(S) = (1/n) sum_i A_i S A_i^T`` and the other two pieces of E[Sigma_emp]; ``scale`` multiplies
+    E[Sigma_emp] in the covariance update (``eta^2 f/B`` per SGD step, ``eta f/B`` per unit time).
+    """
+    n, d = X.shape
+    theta_n = np.linalg.lstsq(X, Y[:, 0], rcond=None)[0]
+    e = X @ theta_n - Y[:, 0]  # (n,)
+    H = X.T @ X / n
+    A = np.einsum("ia,ib->iab", X, X) - H  # (n, d, d), symmetric
+
+    def noise_C(S):  # (1/n) sum_i A_i S A_i
+        return np.einsum("iab,bc,icd->ad", A, S, A) / n
+
+    def noise_m(m):  # (1/n) sum_i e_i (A_i m x_i^T + x_i m^T A_i)
+        u = np.einsum("i,iab,b->ia", e, A, m)  # e_i A_i m, (n, d)
+        P = u.T @ X / n
+        return P + P.T
+
+    noise_0 = (X * (e**2)[:, None]).T @ X / n  # (1/n) sum_i e_i^2 x_i x_i^T
+    drift = H if model != "sme" else (np.eye(d) + 0.5 * eta * H) @ H  # d m / dt = -drift m
+    scale = eta**2 * f / B if model == "sgd" else eta * f / B
+    return theta_n, drift, noise_C, noise_m, noise_0, scale
+
+
+def _covariance_operator(d, eta, model, drift, noise_C, scale):
+    """Matrix (d*d, d*d) of the homogeneous part of the covariance update: one SGD step (``"sgd"``)
+    or the generator per unit time (``"sde"``, ``"sme"``)."""
+    basis = np.eye(d * d).reshape(d * d, d, d)
+    if model == "sgd":
+        P = np.eye(d) - eta * drift
+        return np.stack([(P @ E @ P.T + scale * noise_C(E)).ravel() for E in basis], axis=1)
+    return np.stack([(-drift @ E - E @ drift.T + scale * noise_C(E)).ravel() for E in basis], axis=1)
+
+
+def linreg_moment_growth(X, *, eta: float, batch_size: int, model: str = "sgd",
+                         sampling: str = "with_replacement") -> float:
+    """Growth factor per SGD step of a model's covariance on linear regression (mean-square stability).
+
+    ``"sgd"``: the spectral radius of SGD's second-moment map (equal to :func:`linreg_ms_radius`);
+    ``"sde"`` / ``"sme"``: ``exp(eta * a)`` with ``a`` the spectral abscissa of the model's
+    second-moment generator (time ``t = eta k``). The model's covariance stays bounded iff the growth
+    factor is < 1; at >= 1 it diverges and :func:`linreg_moments` refuses. X (n, d) -> float.
+    """
+    X = np.asarray(v.array("X", X, ndim=2), dtype=np.float64)
+    n, d = X.shape
+    eta = v.positive_float("eta (learning rate)", eta)
+    v.one_of("sampling", sampling, {"with_replacement", "without_replacement"})
+    B = v.positive_int("batch_size", batch_size, 1, None if sampling == "with_replacement" else n)
+    v.one_of("model", model, set(MODELS))
+    f = 1.0 if sampling == "with_replacement" else (n - B) / max(n - 1, 1)
+    return _growth(X, np.zeros((n, 1)), eta, B, f, model)
+
+
+def _growth(X, Y, eta, B, f, model):
+    d = X.shape[1]
+    _, drift, noise_C, _, _, scale = _linreg_moment_ops(X, Y, eta, B, f, model)
+    eig = np.linalg.eigvals(_covariance_operator(d, eta, model, drift, noise_C, scale))
+    return float(np.max(np.abs(eig))) if model == "sgd" else float(np.exp(eta * np.max(eig.real)))
+
+
 def linreg_moments(X, Y, theta0, *, eta: float, batch_size: int, n_steps: int, model: str = "sgd",
                    sampling: str = "with_replacement"):
     """Exact mean (d,) and covariance (d, d) of theta after ``n_steps`` on linear regression (chapter 2).
 
     Loss ``L_n = (1/2n) sum_i (y_i - x_i^T theta)^2`` (``sgdnotes.models.linreg_loss``, d_out = 1), start
     at the point ``theta0`` (d,). The per-sample gradients are affine in theta, so ``Sigma_emp(theta)`` is
-    quadratic in theta and the second moments of every model below close: with ``zeta = (theta, 1)``
-    and ``M = E[zeta zeta^T]`` each model is a linear map on M, evaluated exactly (float64):
+    quadratic in theta and the first two moments of every model below close. The mean ``m`` of
+    ``delta = theta - theta_n`` and the covariance ``C`` itself (not ``E[theta theta^T] - m m^T``, which
+    cancels catastrophically when the mean is large compared with the spread) are propagated exactly
+    in float64 as one linear system in ``(C, m m^T, m)``:
 
-    * ``"sgd"``: ``M' = P M P^T + eta^2 f/B E[Sigma_emp]`` iterated n_steps times (SGD itself);
-    * ``"sde"``: ``dM/dt = Q M + M Q^T + eta f/B E[Sigma_emp]`` up to ``t = eta * n_steps`` (first-order SDE);
+    * ``"sgd"``: ``m' = P m``, ``C' = P C P^T + eta^2 f/B E[Sigma_emp]`` with ``P = I - eta H``, n_steps times;
+    * ``"sde"``: ``dm/dt = -H m``, ``dC/dt = -H C - C H + eta f/B E[Sigma_emp]`` up to ``t = eta n_steps``;
     * ``"sme"``: the same with the modified drift ``-(I + eta/2 H) grad L_n`` (second-order SME),
 
     where ``f = 1`` with replacement and ``(n - B)/(n - 1)`` without replacement (per-step batches).
-    Epoch sampling is not covered (its batches are correlated). Returns numpy (mean, cov).
+    Epoch sampling is not covered (its batches are correlated). Raises ValueError when the model's
+    covariance is unstable (growth factor per step >= 1, :func:`linreg_moment_growth`): beyond this
+    stability radius the moments diverge. Returns numpy (mean, cov).
     """
     from scipy.linalg import expm
 
@@ -787,35 +862,40 @@ def linreg_moments(X, Y, theta0, *, eta: float, batch_size: int, n_steps: int, m
     v.one_of("model", model, set(MODELS))
     f = 1.0 if sampling == "with_replacement" else (n - B) / max(n - 1, 1)
 
-    Z = np.concatenate([X, -Y], axis=1)  # r_i = z_i^T zeta = x_i^T theta - y_i
-    A = X.T @ Z / n  # g_n(theta) = A zeta, (d, d+1)
-    H = X.T @ X / n
-    D = d + 1
+    theta_n, drift, noise_C, noise_m, noise_0, scale = _linreg_moment_ops(X, Y, eta, B, f, model)
+    Tc = _covariance_operator(d, eta, model, drift, noise_C, scale)
+    eig = np.linalg.eigvals(Tc)
+    growth = float(np.max(np.abs(eig))) if model == "sgd" else float(np.exp(eta * np.max(eig.real)))
+    if not growth < 1:
+        v.fail(f"the {model} covariance diverges here: its growth factor per step (mean-square stability "
+               f"radius, linreg_moment_growth) must be < 1 at eta = {eta:g}, batch_size = {B}", growth)
 
-    def sigma_mean(M):  # E[Sigma_emp(theta)] for E[zeta zeta^T] = M, (d, d)
-        r2 = np.einsum("ia,ab,ib->i", Z, M, Z)
-        return (X * r2[:, None]).T @ X / n - A @ M @ A.T
-
-    def pad(S):
-        out = np.zeros((D, D))
-        out[:d, :d] = S
-        return out
-
-    basis = np.eye(D * D).reshape(D * D, D, D)
+    # state s = (vec C, vec N, m, 1) with N = m m^T; every update below is linear in s
+    d2 = d * d
+    D = 2 * d2 + d + 1
+    basis = np.eye(d2).reshape(d2, d, d)
+    L = np.zeros((D, D))
     if model == "sgd":
-        P = np.eye(D)
-        P[:d] -= eta * A
-        T = np.stack([(P @ E @ P.T + eta**2 * f / B * pad(sigma_mean(E))).ravel() for E in basis], axis=1)
-        vecM = np.linalg.matrix_power(T, K) @ np.outer(np.append(theta0, 1), np.append(theta0, 1)).ravel()
+        P = np.eye(d) - eta * drift
+        L[:d2, :d2] = Tc
+        L[:d2, d2:2 * d2] = np.stack([(scale * noise_C(E)).ravel() for E in basis], axis=1)
+        L[d2:2 * d2, d2:2 * d2] = np.stack([(P @ E @ P.T).ravel() for E in basis], axis=1)
+        L[:d2, 2 * d2:2 * d2 + d] = np.stack([(scale * noise_m(u)).ravel() for u in np.eye(d)], axis=1)
+        L[2 * d2:2 * d2 + d, 2 * d2:2 * d2 + d] = P
+        L[:d2, -1] = (scale * noise_0).ravel()
+        L[-1, -1] = 1.0
     else:
-        drift = A if model == "sde" else (np.eye(d) + 0.5 * eta * H) @ A
-        Q = np.zeros((D, D))
-        Q[:d] = -drift
-        L = np.stack([(Q @ E + E @ Q.T + eta * f / B * pad(sigma_mean(E))).ravel() for E in basis], axis=1)
-        vecM = expm(L * eta * K) @ np.outer(np.append(theta0, 1), np.append(theta0, 1)).ravel()
-    M = vecM.reshape(D, D)
-    mean = M[:d, d]
-    return mean, M[:d, :d] - np.outer(mean, mean)
+        L[:d2, :d2] = Tc
+        L[:d2, d2:2 * d2] = np.stack([(scale * noise_C(E)).ravel() for E in basis], axis=1)
+        L[d2:2 * d2, d2:2 * d2] = np.stack([(-drift @ E - E @ drift.T).ravel() for E in basis], axis=1)
+        L[:d2, 2 * d2:2 * d2 + d] = np.stack([(scale * noise_m(u)).ravel() for u in np.eye(d)], axis=1)
+        L[2 * d2:2 * d2 + d, 2 * d2:2 * d2 + d] = -drift
+        L[:d2, -1] = (scale * noise_0).ravel()
+    m0 = theta0 - theta_n
+    s0 = np.concatenate([np.zeros(d2), np.outer(m0, m0).ravel(), m0, [1.0]])
+    s = np.linalg.matrix_power(L, K) @ s0 if model == "sgd" else expm(L * eta * K) @ s0
+    C = s[:d2].reshape(d, d)
+    return theta_n + s[2 * d2:2 * d2 + d], (C + C.T) / 2
 
 
 def linreg_ms_radius(X, *, eta: float, batch_size: int, sampling: str = "with_replacement") -> float:

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from sgdnotes import models, sde, sgd
+from sgdnotes.stats import se_mean as stats_se_mean
+from sgdnotes.stats import var_and_se as stats_var_and_se
 from sgdnotes.ensemble import DivergenceError
 
 A_OU = 1.0  # OU drift rate: d theta = -A theta dt + SIG dW
@@ -164,25 +166,113 @@ def test_modified_drift(data):
     np.testing.assert_allclose(got, -(g + eta / 2 * H @ g), rtol=1e-4, atol=1e-6)
 
 
+def em_chain_moments(X, Y, th0, *, eta, B, n_steps, substeps, order):
+    """Exact mean and covariance of the Euler--Maruyama chain of the order-1/2 model (dt = eta/substeps).
+
+    Independent of sde.linreg_moments: iterates E theta and Cov theta in theta coordinates, with
+    E[Sigma_emp(theta)] = (1/n) sum_i x_i x_i^T E[r_i^2] - E[g] E[g]^T - H C H, r_i = x_i^T theta - y_i.
+    """
+    X, y = np.asarray(X, np.float64), np.asarray(Y, np.float64)[:, 0]
+    n, d = X.shape
+    H, b = X.T @ X / n, X.T @ y / n
+    D = np.eye(d) if order == 1 else np.eye(d) + eta / 2 * H
+    dt = eta / substeps
+    mu, C = np.array(th0, np.float64), np.zeros((d, d))
+    for _ in range(n_steps * substeps):
+        g = H @ mu - b
+        r2 = (X @ mu - y) ** 2 + np.einsum("ia,ab,ib->i", X, C, X)
+        sig = (X * r2[:, None]).T @ X / n - np.outer(g, g) - H @ C @ H
+        P = np.eye(d) - dt * D @ H
+        mu, C = mu - dt * D @ g, P @ C @ P.T + dt * eta / B * sig
+    return mu, C
+
+
 @pytest.mark.parametrize("model", ["sgd", "sde", "sme"])
 def test_linreg_moments_match_simulation(data, model):
-    """Exact moments of SGD / SDE / SME on linear regression agree with the ensembles (4 standard errors)."""
-    th0, m, eta, K = np.array([1.0, -1.0]), 5000, 0.2, 25
-    kw = dict(eta=eta, batch_size=3, n_steps=K, n_trajectories=m, record_params=False)
+    """SGD ensemble = exact SGD moments; SDE/SME ensembles (EM, dt = eta/8) = exact moments of their own
+    Euler--Maruyama chain, with no allowance -- and the other model's chain is rejected (4 s.e.)."""
+    th0, m, eta, K, B, M = np.array([1.0, -1.0]), 20_000, 0.2, 25, 3, 8
+    kw = dict(eta=eta, batch_size=B, n_steps=K, n_trajectories=m, record_params=False)
     key = jax.random.key(9)
     if model == "sgd":
         res = sgd.run_sgd(key, models.linreg_loss, th0, data.X, data.Y, **kw)
+        mean, cov = sde.linreg_moments(data.X, data.Y, th0, eta=eta, batch_size=B, n_steps=K, model=model)
+        other = sde.linreg_moments(data.X, data.Y, th0, eta=eta, batch_size=B, n_steps=K, model="sde")
     else:
-        res = sde.run_sgd_sde(key, models.linreg_loss, th0, data.X, data.Y, order=1 if model == "sde" else 2,
-                              substeps=8, **kw)
+        order = 1 if model == "sde" else 2
+        res = sde.run_sgd_sde(key, models.linreg_loss, th0, data.X, data.Y, order=order, substeps=M, **kw)
+        mean, cov = em_chain_moments(data.X, data.Y, th0, eta=eta, B=B, n_steps=K, substeps=M, order=order)
+        other = em_chain_moments(data.X, data.Y, th0, eta=eta, B=B, n_steps=K, substeps=M, order=3 - order)
     x = np.asarray(res.final_theta, dtype=np.float64)
-    mean, cov = sde.linreg_moments(data.X, data.Y, th0, eta=eta, batch_size=3, n_steps=K, model=model)
-    mu = x.mean(0)
-    assert np.all(np.abs(mu - mean) < 4 * x.std(0) / np.sqrt(m))
-    v = x.var(0)
-    # EM with dt = eta/8 has a relative variance bias ~ lambda dt / 2 (lambda <= 2 here); allow 2 lambda dt
-    bias = 0.0 if model == "sgd" else np.diag(cov) * 2 * 2 * eta / 8
-    assert np.all(np.abs(v - np.diag(cov)) < 4 * np.std((x - mu) ** 2, axis=0) / np.sqrt(m) + bias)
+    mu, mu_se = stats_se_mean(x)
+    v, v_se = stats_var_and_se(x)
+    assert np.all(np.abs(mu - mean) <= 4 * mu_se)
+    assert np.all(np.abs(v - np.diag(cov)) <= 4 * v_se)
+    # power: the same data tell this model from the other one (SGD vs SDE; SDE vs SME)
+    z_other = np.maximum(np.abs(mu - other[0]) / mu_se, np.abs(v - np.diag(other[1])) / v_se)
+    assert np.max(z_other) >= 4
+
+
+def test_em_chain_reference_converges_to_linreg_moments(data):
+    """The EM-chain reference tends to the exact SDE moments as dt -> 0 (error ~ dt)."""
+    th0, eta, K, B = np.array([1.0, -1.0]), 0.2, 25, 3
+    exact = sde.linreg_moments(data.X, data.Y, th0, eta=eta, batch_size=B, n_steps=K, model="sde")[1]
+    errs = [np.linalg.norm(em_chain_moments(data.X, data.Y, th0, eta=eta, B=B, n_steps=K, substeps=M,
+                                            order=1)[1] - exact) for M in (8, 16)]
+    assert errs[1] < errs[0] and abs(errs[0] / errs[1] - 2) < 0.2
+
+
+@pytest.mark.parametrize("model", ["sgd", "sde", "sme"])
+def test_linreg_moments_large_offset(model):
+    """Covariance at a large offset (mean 1e6 x the spread) = covariance of the centred problem (two-pass
+    reference: shift the data so the minimiser is near 0), to 1e-8 relative; the mean to 16 ulp of the offset."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 2)) * np.array([1.0, 0.6])
+    th_small = np.array([0.4, -0.3])
+    Y0 = X @ th_small[:, None] + 0.5 * rng.normal(size=(40, 1))
+    offset = np.array([3e6, -2e6])
+    Y = Y0 + X @ offset[:, None]
+    kw = dict(eta=0.3, batch_size=2, n_steps=60, model=model)
+    th0 = th_small + np.array([0.5, 0.5])
+    m_ref, c_ref = sde.linreg_moments(X, Y0, th0, **kw)
+    m_big, c_big = sde.linreg_moments(X, Y, th0 + offset, **kw)
+    # mean: float64 cannot resolve better than one ulp of the offset (eps * 3e6 = 6.7e-10); allow 16 ulp
+    np.testing.assert_allclose(m_big - offset, m_ref, rtol=0, atol=16 * np.finfo(float).eps * np.abs(offset).max())
+    np.testing.assert_allclose(c_big, c_ref, rtol=1e-8, atol=1e-8 * np.abs(c_ref).max())
+
+
+def test_linreg_moments_refuses_beyond_stability():
+    """Beyond the mean-square stability radius the moments diverge: ValueError naming the radius and value."""
+    X = np.array([[1.0, 0.0], [0.0, 0.5], [1.0, 1.0], [-1.0, 0.5], [2.0, -0.3]])
+    Y = np.ones((5, 1))
+    lam = np.linalg.eigvalsh(X.T @ X / 5).max()
+    for model in ("sgd", "sde", "sme"):
+        grid = np.linspace(0.05, 1.99, 80) / lam if model == "sgd" else np.linspace(0.05, 20, 80) / lam
+        growth = np.array([sde.linreg_moment_growth(X, eta=e, batch_size=1, model=model) for e in grid])
+        assert growth[0] < 1 < growth[-1]
+        bad = grid[np.argmax(growth >= 1)]
+        with pytest.raises(ValueError, match="stability radius.*got"):
+            sde.linreg_moments(X, Y, np.zeros(2), eta=bad, batch_size=1, n_steps=10, model=model)
+        good = grid[np.argmax(growth >= 1) - 1]
+        mean, cov = sde.linreg_moments(X, Y, np.zeros(2), eta=good, batch_size=1, n_steps=10, model=model)
+        assert np.all(np.isfinite(cov))
+    # SGD: the growth factor is the radius of linreg_ms_radius
+    for e in (0.3, 1.0, 1.7):
+        np.testing.assert_allclose(sde.linreg_moment_growth(X, eta=e / lam, batch_size=2),
+                                   sde.linreg_ms_radius(X, eta=e / lam, batch_size=2), rtol=1e-10)
+
+
+def test_linreg_moment_growth_1d_closed_forms():
+    """1-D inputs with E x^2 = 1, E x^4 = kappa: SGD's covariance is stable iff eta < 2B/(B + kappa - 1),
+    the SDE's iff eta < 2B/(kappa - 1) (roots of (1-eta)^2 + eta^2 (kappa-1)/B = 1 and
+    -2 + eta (kappa-1)/B = 0)."""
+    X = np.array([[-np.sqrt(3)], [0.0], [0.0], [0.0], [0.0], [np.sqrt(3)]])  # kappa = 3 (Gauss-Hermite)
+    for B in (1, 4, 16):
+        e_sgd, e_sde = 2 * B / (B + 2), B
+        assert sde.linreg_moment_growth(X, eta=0.999 * e_sgd, batch_size=B) < 1
+        assert sde.linreg_moment_growth(X, eta=1.001 * e_sgd, batch_size=B) > 1
+        assert sde.linreg_moment_growth(X, eta=0.999 * e_sde, batch_size=B, model="sde") < 1
+        assert sde.linreg_moment_growth(X, eta=1.001 * e_sde, batch_size=B, model="sde") > 1
 
 
 def test_linreg_moments_1d_stationary_formula():
@@ -270,4 +360,4 @@ def test_ms_radius_threshold():
         return np.trace(cov) + np.sum((mean - theta_star) ** 2)
 
     assert r < 1
-    np.testing.assert_allclose(m2(51) / m2(50), r, rtol=1e-4)  # (later: float64 cancellation)
+    np.testing.assert_allclose(m2(51) / m2(50), r, rtol=1e-4)
