@@ -286,7 +286,40 @@ def _face_fluxes(grid: Grid, drift, diffusion, alpha):
     return out
 
 
-def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0):
+def _monotone_cross(grid: Grid, diffusion):
+    """For a constant 2-D D with |D12| <= min(D11 h1 / h0, D22 h0 / h1): (D_axes (2, 2), G_diag (N, N)).
+
+    Splits ``D = D_axes + c s s^T`` with s = (h0, sign(D12) h1) the cell diagonal, c = |D12| / (h0 h1) and
+    D_axes = diag(D11 - c h0^2, D22 - c h1^2) >= 0; G_diag is the diffusion ``c s^T grad grad p`` along the
+    diagonal as fluxes ``c (p_i - p_j)`` between diagonal neighbours (none through the walls), so every
+    off-diagonal entry is >= 0 (the classical monotone 9-point cross stencil).
+    """
+    import scipy.sparse as sp
+
+    if len(grid.shape) != 2:
+        v.fail("cross='monotone' needs a 2-D grid", grid.shape)
+    D = np.asarray(diffusion, dtype=float)
+    if D.shape != (2, 2) or not np.allclose(D, D.T):
+        v.fail("cross='monotone' needs a constant symmetric (2, 2) diffusion matrix", D)
+    h0, h1 = grid.h
+    c = abs(D[0, 1]) / (h0 * h1)
+    D_axes = np.diag([D[0, 0] - c * h0**2, D[1, 1] - c * h1**2])
+    if np.any(np.diag(D_axes) < 0):
+        v.fail("cross='monotone' needs |D12| <= min(D11 h1 / h0, D22 h0 / h1)", D)
+    n0, n1 = grid.shape
+    idx = np.arange(n0 * n1).reshape(n0, n1)
+    if D[0, 1] >= 0:
+        i, j = idx[:-1, :-1].ravel(), idx[1:, 1:].ravel()
+    else:
+        i, j = idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()
+    w = np.full(i.size, c)  # c (p_j - p_i) per diagonal pair
+    N = n0 * n1
+    G = sp.coo_matrix((np.concatenate([w, w, -w, -w]), (np.concatenate([i, j, i, j]), np.concatenate([j, i, i, j]))),
+                      shape=(N, N))
+    return D_axes, G.tocsr()
+
+
+def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0, cross: str = "central"):
     """Sparse generator G (N, N) of the semi-discrete Fokker--Planck equation ``dp/dt = G p`` (chapter 3).
 
     The equation is ``dp/dt = -div J`` with current
@@ -299,6 +332,9 @@ def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0):
     every cell Peclet number ``|b| h / D`` (central fluxes go negative above 2); the off-diagonal
     entries of D are discretised centrally. drift: callable ``b(points (..., d)) -> (..., d)`` or array (*shape, d);
     diffusion: scalar, (d, d) matrix, callable returning (..., d, d), or array (*shape, d, d).
+    cross="monotone" (2-D, constant D with |D12| <= min(D11 h1/h0, D22 h0/h1)) treats the off-diagonal
+    part as diffusion along the cell diagonal (see ``_monotone_cross``): every off-diagonal entry of G is
+    then >= 0, so the stationary density is >= 0 at every Peclet number (still second order for constant D).
     p is stored as a density: cell mass = p * prod(h); flattened in C order.
     """
     import scipy.sparse as sp
@@ -306,6 +342,10 @@ def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0):
     alpha = v.in_range("alpha (0 Ito, 1/2 Stratonovich, 1 gradient form)", alpha, 0.0, 1.0, closed_high=True)
     N = int(np.prod(grid.shape))
     G = sp.csr_matrix((N, N))
+    if cross not in ("central", "monotone"):
+        v.fail("cross must be 'central' or 'monotone'", cross)
+    if cross == "monotone":
+        diffusion, G = _monotone_cross(grid, diffusion)
     for a, (F, L, R) in enumerate(_face_fluxes(grid, drift, diffusion, alpha)):
         nf = L.size
         # dp_L/dt -= F / h_a, dp_R/dt += F / h_a
@@ -342,12 +382,15 @@ def fp_current(grid: Grid, p, drift, diffusion, alpha: float = 0.0):
     return J
 
 
-def fp_stationary(grid: Grid, drift, diffusion, alpha: float = 0.0) -> FPSolution:
-    """Stationary density of the grid FP equation: solves ``G p = 0`` with ``sum(p) prod(h) = 1``."""
+def fp_stationary(grid: Grid, drift, diffusion, alpha: float = 0.0, cross: str = "central") -> FPSolution:
+    """Stationary density of the grid FP equation: solves ``G p = 0`` with ``sum(p) prod(h) = 1``.
+
+    cross as in :func:`fp_generator`; the returned current is always :func:`fp_current` (central cross terms).
+    """
     import scipy.sparse as sp
     import scipy.sparse.linalg as spl
 
-    G = fp_generator(grid, drift, diffusion, alpha).tolil()
+    G = fp_generator(grid, drift, diffusion, alpha, cross).tolil()
     N = G.shape[0]
     cell = float(np.prod(grid.h))
     G[0, :] = np.full(N, cell)
