@@ -231,6 +231,23 @@ def _grid(grid) -> Grid:
     return grid
 
 
+def _sg_coefficient(v_f, D_f, h):
+    """(D_f / h) * Bern(v_f h / D_f) with Bern(z) = z / (e^z - 1), Bern(0) = 1; max(-v_f, 0) where D_f = 0.
+
+    The weight of the right cell in the Scharfetter--Gummel flux ``F = (cR + v) p_L - cR p_R`` of
+    ``v p - D_f p'``: exact for constant v and D_f, >= 0 for every cell Peclet number ``v h / D_f``.
+    """
+    v_f, D_f = np.broadcast_arrays(np.asarray(v_f, float), np.asarray(D_f, float))
+    out = np.maximum(-v_f, 0.0)
+    pos = D_f > 0
+    z = v_f[pos] * h / D_f[pos]
+    with np.errstate(over="ignore"):
+        em1 = np.expm1(z)
+        bern = np.where(np.abs(z) < 1e-8, 1.0 - z / 2, z / np.where(em1 == 0, 1.0, em1))
+    out[pos] = D_f[pos] / h * bern
+    return out
+
+
 def _face_fluxes(grid: Grid, drift, diffusion, alpha):
     """Linear maps p -> face fluxes, one per axis, as sparse matrices (n_faces_a, N) over interior faces,
     plus the (left, right) cell indices of each face."""
@@ -258,15 +275,16 @@ def _face_fluxes(grid: Grid, drift, diffusion, alpha):
             vals.append(w.ravel())
 
         bL, bR = b[tuple(sl_L)][..., a], b[tuple(sl_R)][..., a]
-        bf = (bL + bR) / 2
-        add(fid, L, bf / 2)
-        add(fid, R, bf / 2)
         DL, DR = D[tuple(sl_L)], D[tuple(sl_R)]
         Df = (DL + DR) / 2
         ha = grid.h[a]
-        # diagonal term: -[(1-alpha) d_a(D_aa p) + alpha D_aa d_a p]
-        add(fid, L, ((1 - alpha) * DL[..., a, a] + alpha * Df[..., a, a]) / ha)
-        add(fid, R, -((1 - alpha) * DR[..., a, a] + alpha * Df[..., a, a]) / ha)
+        # along-axis part b_a p - (1-alpha) d_a(D_aa p) - alpha D_aa d_a p = v p - D_f d_a p with the face
+        # velocity v = b_a - (1-alpha) d_a D_aa: Scharfetter--Gummel (exponentially fitted) flux
+        # F = cL p_L - cR p_R, cR = (D_f/h) Bern(v h / D_f), cL = cR + v; upwind when D_f = 0
+        v_f = (bL + bR) / 2 - (1 - alpha) * (DR[..., a, a] - DL[..., a, a]) / ha
+        cR = _sg_coefficient(v_f, Df[..., a, a], ha)
+        add(fid, L, cR + v_f)
+        add(fid, R, -cR)
         # cross terms: -[(1-alpha) d_c(D_ac p) + alpha D_ac d_c p], central in c averaged over L and R
         for c in range(d):
             if c == a:
@@ -295,17 +313,55 @@ def _face_fluxes(grid: Grid, drift, diffusion, alpha):
     return out
 
 
-def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0):
+def _monotone_cross(grid: Grid, diffusion):
+    """For a constant 2-D D with |D12| <= min(D11 h1 / h0, D22 h0 / h1): (D_axes (2, 2), G_diag (N, N)).
+
+    Splits ``D = D_axes + c s s^T`` with s = (h0, sign(D12) h1) the cell diagonal, c = |D12| / (h0 h1) and
+    D_axes = diag(D11 - c h0^2, D22 - c h1^2) >= 0; G_diag is the diffusion ``c s^T grad grad p`` along the
+    diagonal as fluxes ``c (p_i - p_j)`` between diagonal neighbours (none through the walls), so every
+    off-diagonal entry is >= 0 (the classical monotone 9-point cross stencil).
+    """
+    import scipy.sparse as sp
+
+    if len(grid.shape) != 2:
+        v.fail("cross='monotone' needs a 2-D grid", grid.shape)
+    D = np.asarray(diffusion, dtype=float)
+    if D.shape != (2, 2) or not np.allclose(D, D.T):
+        v.fail("cross='monotone' needs a constant symmetric (2, 2) diffusion matrix", D)
+    h0, h1 = grid.h
+    c = abs(D[0, 1]) / (h0 * h1)
+    D_axes = np.diag([D[0, 0] - c * h0**2, D[1, 1] - c * h1**2])
+    if np.any(np.diag(D_axes) < 0):
+        v.fail("cross='monotone' needs |D12| <= min(D11 h1 / h0, D22 h0 / h1)", D)
+    n0, n1 = grid.shape
+    idx = np.arange(n0 * n1).reshape(n0, n1)
+    if D[0, 1] >= 0:
+        i, j = idx[:-1, :-1].ravel(), idx[1:, 1:].ravel()
+    else:
+        i, j = idx[:-1, 1:].ravel(), idx[1:, :-1].ravel()
+    w = np.full(i.size, c)  # c (p_j - p_i) per diagonal pair
+    N = n0 * n1
+    G = sp.coo_matrix((np.concatenate([w, w, -w, -w]), (np.concatenate([i, j, i, j]), np.concatenate([j, i, i, j]))),
+                      shape=(N, N))
+    return D_axes, G.tocsr()
+
+
+def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0, cross: str = "central"):
     """Sparse generator G (N, N) of the semi-discrete Fokker--Planck equation ``dp/dt = G p`` (chapter 3).
 
     The equation is ``dp/dt = -div J`` with current
     ``J_a = b_a p - sum_c [(1 - alpha) d_c(D_ac p) + alpha D_ac d_c p]``:
     alpha = 0 is Ito's FP equation for ``dx = b dt + sqrt(2D) dW``, alpha = 1/2 Stratonovich (for
     1-D or diagonal noise), alpha = 1 the "gradient" form ``b p - D grad p`` (the notes' eq. (24)).
-    Finite volumes on the cell-centred grid, central face fluxes, zero flux through the box walls, so
-    every column of G sums to 0 and mass is conserved to round-off. Positivity needs a cell Peclet number
-    ``|b| h / (2 D) < 1``. drift: callable ``b(points (..., d)) -> (..., d)`` or array (*shape, d);
+    Finite volumes on the cell-centred grid, zero flux through the box walls, so every column of G sums
+    to 0 and mass is conserved to round-off. The flux along each axis is exponentially fitted
+    (Scharfetter--Gummel): second order for smooth solutions and, without cross-diffusion, positive at
+    every cell Peclet number ``|b| h / D`` (central fluxes go negative above 2); the off-diagonal
+    entries of D are discretised centrally. drift: callable ``b(points (..., d)) -> (..., d)`` or array (*shape, d);
     diffusion: scalar, (d, d) matrix, callable returning (..., d, d), or array (*shape, d, d).
+    cross="monotone" (2-D, constant D with |D12| <= min(D11 h1/h0, D22 h0/h1)) treats the off-diagonal
+    part as diffusion along the cell diagonal (see ``_monotone_cross``): every off-diagonal entry of G is
+    then >= 0, so the stationary density is >= 0 at every Peclet number (still second order for constant D).
     p is stored as a density: cell mass = p * prod(h); flattened in C order.
     """
     import scipy.sparse as sp
@@ -314,6 +370,10 @@ def fp_generator(grid: Grid, drift, diffusion, alpha: float = 0.0):
     alpha = v.in_range("alpha (0 Ito, 1/2 Stratonovich, 1 gradient form)", alpha, 0.0, 1.0, closed_high=True)
     N = int(np.prod(grid.shape))
     G = sp.csr_matrix((N, N))
+    if cross not in ("central", "monotone"):
+        v.fail("cross must be 'central' or 'monotone'", cross)
+    if cross == "monotone":
+        diffusion, G = _monotone_cross(grid, diffusion)
     for a, (F, L, R) in enumerate(_face_fluxes(grid, drift, diffusion, alpha)):
         nf = L.size
         # dp_L/dt -= F / h_a, dp_R/dt += F / h_a
@@ -352,12 +412,15 @@ def fp_current(grid: Grid, p, drift, diffusion, alpha: float = 0.0):
     return J
 
 
-def fp_stationary(grid: Grid, drift, diffusion, alpha: float = 0.0) -> FPSolution:
-    """Stationary density of the grid FP equation: solves ``G p = 0`` with ``sum(p) prod(h) = 1``."""
+def fp_stationary(grid: Grid, drift, diffusion, alpha: float = 0.0, cross: str = "central") -> FPSolution:
+    """Stationary density of the grid FP equation: solves ``G p = 0`` with ``sum(p) prod(h) = 1``.
+
+    cross as in :func:`fp_generator`; the returned current is always :func:`fp_current` (central cross terms).
+    """
     import scipy.sparse as sp
     import scipy.sparse.linalg as spl
 
-    G = fp_generator(grid, drift, diffusion, alpha).tolil()
+    G = fp_generator(grid, drift, diffusion, alpha, cross).tolil()
     N = G.shape[0]
     cell = float(np.prod(grid.h))
     G[0, :] = np.full(N, cell)
@@ -530,3 +593,120 @@ def area_rate(path, dt: float, center=None) -> AreaRate:
     da = 0.5 * (z[:-1, :, 0] * z[1:, :, 1] - z[:-1, :, 1] * z[1:, :, 0])
     per = da.mean(0) / dt
     return AreaRate(float(per.mean()), float(per.std(ddof=1) / np.sqrt(per.size)), per)
+
+
+# --------------------------------------------------------------------------------------------------
+# Quasi-potential by the geometric minimum action method (chapter 3)
+
+
+class MinimumActionPath(NamedTuple):
+    """A minimum-action path of ``dx = b dt + sqrt(2 T D) dW`` as T -> 0 and its action.
+
+    path (N+1, d) nodes from start to end (the minimiser of the discrete action); action (scalar) the
+    geometric action of the path = the quasi-potential W(end) - W(start) when start is the attractor;
+    cumulative (N+1,) the action from start to each node.
+    """
+
+    path: np.ndarray
+    action: float
+    cumulative: np.ndarray
+
+
+def _drift_and_jacobian(drift, x, d, step=1e-6):
+    """b(x) (n, d) and its Jacobian (n, d, d) by central differences of the callable drift."""
+    b = np.asarray(drift(x), dtype=float)
+    if b.shape != x.shape:
+        v.fail(f"drift must map points (n, {d}) to (n, {d})", b)
+    Jac = np.empty(x.shape + (d,))
+    for c in range(d):
+        e = np.zeros(d)
+        e[c] = step
+        Jac[..., c] = (np.asarray(drift(x + e), float) - np.asarray(drift(x - e), float)) / (2 * step)
+    return b, Jac
+
+
+def _geometric_action(phi, drift, Minv, d):
+    """Discrete geometric action 1/2 sum_k (|dphi_k| |b(m_k)| - <dphi_k, b(m_k)>) in the metric Minv = D^{-1},
+    with midpoints m_k, per segment (N,), and its gradient with respect to the nodes (N+1, d)."""
+    dphi = phi[1:] - phi[:-1]
+    mid = (phi[1:] + phi[:-1]) / 2
+    b, Jac = _drift_and_jacobian(drift, mid, d)
+    Mdphi, Mb = dphi @ Minv, b @ Minv
+    ndphi = np.sqrt(np.maximum(np.sum(dphi * Mdphi, -1), 1e-300))
+    nb = np.sqrt(np.maximum(np.sum(b * Mb, -1), 1e-300))
+    seg = 0.5 * (ndphi * nb - np.sum(dphi * Mb, -1))
+    g_dphi = 0.5 * (nb[:, None] * Mdphi / ndphi[:, None] - Mb)
+    g_b = 0.5 * (ndphi[:, None] * Mb / nb[:, None] - Mdphi)
+    g_mid = np.einsum("kij,ki->kj", Jac, g_b)
+    grad = np.zeros_like(phi)
+    grad[1:] += g_dphi + 0.5 * g_mid
+    grad[:-1] += -g_dphi + 0.5 * g_mid
+    return seg, grad
+
+
+def _equal_arclength(phi, Minv):
+    """Redistribute the nodes of a path (N+1, d) equally in arc length of the metric Minv."""
+    dphi = np.diff(phi, axis=0)
+    s = np.concatenate([[0.0], np.cumsum(np.sqrt(np.sum(dphi * (dphi @ Minv), -1)))])
+    t = np.linspace(0.0, s[-1], phi.shape[0])
+    return np.stack([np.interp(t, s, phi[:, c]) for c in range(phi.shape[1])], -1)
+
+
+def minimum_action_path(drift, diffusion, start, end, n_nodes: int = 100, init=None,
+                        n_rounds: int = 2, tol: float = 1e-11) -> MinimumActionPath:
+    """Quasi-potential barrier by the geometric minimum action method (gMAM) (chapter 3).
+
+    For ``dx = b(x) dt + sqrt(2 T D) dW`` with constant D (d, d) SPD, the quasi-potential of the
+    attractor ``start`` is ``W(x) = inf over paths from start to x of the geometric action
+    (1/2) int (|phi'|_M |b(phi)|_M - <phi', b(phi)>_M) ds``, M = D^{-1}; it solves the Hamilton--Jacobi
+    equation ``grad W^T D grad W + b^T grad W = 0`` and the stationary density is
+    ``p_T ~ exp(-W / T)`` as T -> 0 (Freidlin--Wentzell). The path is discretised by ``n_nodes + 1``
+    nodes (midpoint rule for b) and minimised with L-BFGS over the interior nodes (in a sine-series
+    basis that makes the problem well conditioned); the nodes are redistributed equally in arc length
+    between the ``n_rounds`` rounds. drift: callable b(points (n, d)) -> (n, d);
+    start, end (d,); init: optional initial path (n_nodes + 1, d) (default: the straight segment).
+    """
+    import scipy.optimize
+    import threadpoolctl
+
+    D = v.symmetric_psd("diffusion D (constant, d x d)", diffusion)
+    if np.linalg.eigvalsh(D).min() <= 0:
+        v.fail("diffusion D must be positive definite for the minimum action method", D)
+    d = D.shape[0]
+    start = np.asarray(v.array("start", start, ndim=1), dtype=float)
+    end = np.asarray(v.array("end", end, ndim=1), dtype=float)
+    if start.shape != (d,) or end.shape != (d,):
+        v.fail(f"start and end must have shape ({d},)", (start.shape, end.shape))
+    n_nodes = v.positive_int("n_nodes", n_nodes, 4)
+    n_rounds = v.positive_int("n_rounds", n_rounds, 1)
+    Minv = np.linalg.inv(D)
+    if init is None:
+        phi = start + np.linspace(0.0, 1.0, n_nodes + 1)[:, None] * (end - start)
+    else:
+        phi = np.asarray(v.array("init", init, ndim=2), dtype=float).copy()
+        if phi.shape != (n_nodes + 1, d):
+            v.fail(f"init must have shape ({n_nodes + 1}, {d})", phi)
+        phi[0], phi[-1] = start, end
+
+    # preconditioning: interior nodes = phi0 + sum_k c_k sin(k pi s) / k (a sine series whose
+    # coefficients all have unit curvature of the action, instead of node values with condition ~ N^2)
+    k = np.arange(1, n_nodes)
+    basis = np.sin(np.pi * np.outer(np.arange(1, n_nodes), k) / n_nodes) / k  # (N-1 nodes, N-1 modes)
+
+    for rnd in range(n_rounds):
+        phi0 = phi[1:-1].copy()
+
+        def fun(c):
+            full = np.concatenate([start[None], phi0 + basis @ c.reshape(-1, d), end[None]])
+            seg, grad = _geometric_action(full, drift, Minv, d)
+            return seg.sum(), (basis.T @ grad[1:-1]).ravel()
+
+        # one BLAS thread: L-BFGS-B's small dense steps run ~25x slower with threads on a busy machine
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            r = scipy.optimize.minimize(fun, np.zeros(phi0.size), jac=True, method="L-BFGS-B",
+                                        options=dict(maxiter=3000, ftol=tol, gtol=1e-12))
+        phi = np.concatenate([start[None], phi0 + basis @ r.x.reshape(-1, d), end[None]])
+        if rnd < n_rounds - 1:  # re-spread the nodes, then minimise again from there
+            phi = _equal_arclength(phi, Minv)
+    seg, _ = _geometric_action(phi, drift, Minv, d)
+    return MinimumActionPath(phi, float(seg.sum()), np.concatenate([[0.0], np.cumsum(seg)]))
