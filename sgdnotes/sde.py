@@ -821,7 +821,8 @@ def _growth(X, Y, eta, B, f, model):
     d = X.shape[1]
     _, drift, noise_C, _, _, scale = _linreg_moment_ops(X, Y, eta, B, f, model)
     eig = np.linalg.eigvals(_covariance_operator(d, eta, model, drift, noise_C, scale))
-    return float(np.max(np.abs(eig))) if model == "sgd" else float(np.exp(eta * np.max(eig.real)))
+    with np.errstate(over="ignore"):  # a growth factor beyond float range is inf: unstable, as it should read
+        return float(np.max(np.abs(eig))) if model == "sgd" else float(np.exp(eta * np.max(eig.real)))
 
 
 def linreg_moments(X, Y, theta0, *, eta: float, batch_size: int, n_steps: int, model: str = "sgd",

@@ -64,11 +64,11 @@ def build(force: bool = False) -> None:
     digest, code = inputs_hash(), code_hash()
     if force or not CACHE_STAMP.is_file() or CACHE_STAMP.read_text().strip() != code:
         shutil.rmtree(CACHE, ignore_errors=True)
+    CACHE_STAMP.parent.mkdir(parents=True, exist_ok=True)
+    CACHE_STAMP.write_text(code + "\n")  # the cache now holds executions of this code only
     exe = Path(sys.executable).parent / "jupyter-book"
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
     subprocess.run([str(exe), "build", str(ROOT), "-W", "-n", "--keep-going", "--all"], check=True, env=env)
-    CACHE_STAMP.parent.mkdir(parents=True, exist_ok=True)
-    CACHE_STAMP.write_text(code + "\n")
     STAMP.write_text(digest + "\n")
 
 
