@@ -43,7 +43,7 @@ book: setup
 
 test: setup
 	$(PY) -m pytest -m "not browser" tests book
-	$(PY) -m pytest -m browser tests/test_html.py
+	$(PY) -m pytest -m browser tests/test_html.py tests/test_lab.py
 
 unit: setup
 	$(PY) -m pytest -m "not browser and not chapter" tests
@@ -58,7 +58,7 @@ replicate: setup
 	for s in $(REPLICATE_SEEDS); do SGDNOTES_SEED=$$s $(PY) -m pytest book || exit 1; done
 
 browser: setup
-	$(PY) -m pytest -m browser tests/test_html.py
+	$(PY) -m pytest -m browser tests/test_html.py tests/test_lab.py
 
 bench: setup
 	$(PY) bench/bench_sgd.py

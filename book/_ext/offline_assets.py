@@ -62,6 +62,18 @@ def _executed_notebook(app, pagename, templatename, context, doctree):
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(executed, target)
+    cfg = getattr(app.env, "mystnb_config", None)
+    if cfg is not None and cfg.execution_mode == "cache":
+        # in cache mode myst-nb writes the notebook without its outputs: merge them from jupyter-cache
+        import nbformat
+        from jupyter_cache import get_cache
+
+        nb = nbformat.read(str(executed), as_version=4)
+        try:
+            _, nb = get_cache(cfg.execution_cache_path).merge_match_into_notebook(nb)
+        except KeyError:  # not cached (the page failed to execute): offer the notebook as written
+            pass
+        nbformat.write(nb, str(target))
     context["ipynb_source"] = f"{pagename}.ipynb"
 
 
