@@ -669,9 +669,11 @@ def minimum_action_path(drift, diffusion, start, end, n_nodes: int = 100, init=N
     import scipy.optimize
     import threadpoolctl
 
+    v.function("drift", drift, "a callable b(points (n, d)) -> (n, d)")
     D = v.symmetric_psd("diffusion D (constant, d x d)", diffusion)
     if np.linalg.eigvalsh(D).min() <= 0:
         v.fail("diffusion D must be positive definite for the minimum action method", D)
+    tol = v.positive_float("tol", tol)
     d = D.shape[0]
     start = np.asarray(v.array("start", start, ndim=1), dtype=float)
     end = np.asarray(v.array("end", end, ndim=1), dtype=float)

@@ -159,6 +159,8 @@ VALID = {
     "fp_stationary": (stationary.fp_stationary, (GRID1, drift1, 1.0), {"alpha": 0.0}),
     "fp_evolve": (stationary.fp_evolve, (GRID1, np.ones(8) / 4, np.array([0.0, 0.1]), drift1, 1.0), {}),
     "gibbs_density": (stationary.gibbs_density, (GRID1, lambda p: p[..., 0] ** 2, 1.0), {}),
+    "minimum_action_path": (stationary.minimum_action_path, (lambda p: -p, D, np.zeros(2), np.ones(2)),
+                            {"n_nodes": 8, "n_rounds": 1}),
     "helmholtz_potential": (stationary.helmholtz_potential, (GRID2, lambda p: -p, D), {}),
     "effective_potential": (stationary.effective_potential, (np.ones((3, 3)), 1.0), {}),
     "current_from_increments": (stationary.current_from_increments, (PATH, 0.1, EDGES), {}),
