@@ -36,24 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sgdnotes import models, sde, sgd  # noqa: E402
+from sgdnotes import sde, sgd  # noqa: E402
 
-DIMS = (5, 5, 5)
-N, B, ETA = 100, 10, 0.01
-LOSS = partial(models.dln2_loss, dims=DIMS)
-
-
-def problem():
-    k_data, k_init = jax.random.split(jax.random.key(0))
-    X, Y, _ = models.make_dln_teacher_data(k_data, N, DIMS)
-    d0, d1, d2 = DIMS
-    theta0 = 0.3 * jax.random.normal(k_init, (d1 * d0 + d2 * d1,), jnp.float32)
-    return X, Y, theta0
-
-
-def bench_run_sgd(X, Y, theta0, m, K, seed):
-    return sgd.run_sgd(jax.random.key(seed), LOSS, theta0, X, Y, eta=ETA, batch_size=B, n_steps=K,
-                       n_trajectories=m, record_steps=[K]).final_theta.block_until_ready()
+# the reference problem and the run_sgd contender are bench_sgd.py's (one definition of each)
+from bench_sgd import B, DIMS, ETA, LOSS, N, bench_run_sgd, problem  # noqa: E402
 
 
 def bench_numpy_vec(X, Y, theta0, m, K, seed):
