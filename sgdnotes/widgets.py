@@ -32,12 +32,13 @@ from . import _validate as v
 class Live(NamedTuple):
     """A fine range for one slider parameter in a live kernel: ``min <= value <= max`` in steps of
     ``step``; label names it (default: the slider's description). Integer min, max and step give an
-    integer slider."""
+    integer slider; ``log=True`` a logarithmic one (0 < min, step in decades)."""
 
     min: float
     max: float
     step: float
     label: str | None = None
+    log: bool = False
 
 
 def figure_png(fig, dpi: int = 80) -> bytes:
@@ -67,8 +68,12 @@ def _live_specs(live, values, description):
             x = getattr(s, name)
             if isinstance(x, bool) or not isinstance(x, (numbers.Real, np.number)) or not np.isfinite(x):
                 v.fail(f"live {name} must be a finite real number", s)
-        if not s.min < s.max or not 0 < s.step <= s.max - s.min:
+        if not s.min < s.max or not 0 < s.step <= (np.inf if s.log else s.max - s.min):
             v.fail("live range must have min < max and 0 < step <= max - min", s)
+        if not isinstance(s.log, bool):
+            v.fail("live log must be True or False", s)
+        if s.log and (s.min <= 0 or s.step > np.log10(s.max / s.min)):
+            v.fail("a log live range needs 0 < min and 0 < step <= log10(max / min) (decades)", s)
         if s.label is not None and (not isinstance(s.label, str) or not s.label.strip()):
             v.fail("live label must be a non-empty string or None", s)
         for x in values:
@@ -80,12 +85,15 @@ def _live_specs(live, values, description):
 
 
 def _fine_slider(spec: Live, value, width: str):
+    common = dict(description=spec.label, continuous_update=False, style={"description_width": "initial"},
+                  layout=w.Layout(width=width))
+    if spec.log:
+        return w.FloatLogSlider(value=value, base=10, min=np.log10(spec.min), max=np.log10(spec.max),
+                                step=spec.step, readout_format=".3g", **common)
     integer = all(isinstance(x, (numbers.Integral, np.integer)) for x in (spec.min, spec.max, spec.step))
     cls = w.IntSlider if integer else w.FloatSlider
     kw = {} if integer else {"readout_format": ".4g"}
-    return cls(value=value, min=spec.min, max=spec.max, step=spec.step, description=spec.label,
-               continuous_update=False, style={"description_width": "initial"}, layout=w.Layout(width=width),
-               **kw)
+    return cls(value=value, min=spec.min, max=spec.max, step=spec.step, **kw, **common)
 
 
 class FrameSlider(w.VBox):

@@ -81,6 +81,18 @@ def test_live_path_is_debounced():
     assert bytes(widget.live_image.value) not in _seen(widget)
 
 
+def test_live_log_range():
+    calls = []
+    widget = widgets.frame_slider(_render, [0.001, 0.1, 1.0], description="scale",
+                                  live=widgets.Live(0.001, 1.0, 0.05, log=True),
+                                  live_render=lambda b: calls.append(b) or _render(1 + b), debounce=0)
+    widget.slider.index = 1
+    (fine,) = widget.fine
+    assert isinstance(fine, w.FloatLogSlider) and fine.value == pytest.approx(0.1) and fine.base == 10
+    fine.value = 0.02
+    assert calls == [0.02] and widget.renders == 1
+
+
 def test_live_tuple_values_and_errors_shown():
     seen = []
 
@@ -115,6 +127,8 @@ def test_live_tuple_values_and_errors_shown():
         (dict(live=widgets.Live(1, 16, 1), live_render=3), "live_render must be a callable"),
         (dict(live_render=_render), "live_render needs live="),
         (dict(live=widgets.Live(1, 16, 1), debounce=-1), "debounce"),
+        (dict(live=widgets.Live(0, 16, 0.1, log=True)), "log live range needs 0 < min"),
+        (dict(live=widgets.Live(1, 16, 0.1, log="yes")), "log must be True or False"),
     ],
 )
 def test_live_validation(kwargs, match):
