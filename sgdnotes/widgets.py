@@ -149,7 +149,7 @@ class FrameSlider(w.VBox):
             return
         self._generation += 1
         gen = self._generation
-        x = tuple(f.value for f in self.fine)
+        x = tuple(round(f.value, 12) for f in self.fine)  # 0.21 rather than 0.21000000000000002
         x = x if len(x) > 1 else x[0]
         self.status.value = "<small>computing…</small>"
         if self._timer is not None:
