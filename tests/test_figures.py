@@ -90,3 +90,14 @@ def test_checks_catch_what_they_claim():
     assert not _notation_problems("time t = ηk".replace("η", "$\\eta$") + " (steps); beta-test")[:0]
     assert MAKES_FIGURE.search("fig, ax = plotting.figure()\n")
     assert not MAKES_FIGURE.search("def render(x):\n    fig, ax = plotting.figure()\n    return fig\n")
+
+
+def test_palette_is_okabe_ito():
+    """Importing sgdnotes.plotting makes "C0".."C7" the eight Okabe–Ito colours, the book's one palette."""
+    import matplotlib.colors as mc
+
+    from sgdnotes import plotting
+
+    reference = {"#000000", "#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7"}
+    cycle = [mc.to_hex(f"C{i}") for i in range(8)]
+    assert cycle == [c.lower() for c in plotting.OKABE_ITO] and set(cycle) == reference
