@@ -69,7 +69,7 @@ def test_live_path_renders_a_new_image():
 def test_live_path_is_debounced():
     calls = []
     widget = widgets.frame_slider(_render, [1.0, 2.0], description="B", live=widgets.Live(0.5, 8.0, 0.25),
-                                  live_render=lambda b: calls.append(b) or _render(b), debounce=0.2)
+                                  live_render=lambda b: calls.append(b) or _render(b), debounce=1.0)
     widget.slider.index = 1
     (fine,) = widget.fine
     assert isinstance(fine, w.FloatSlider)
