@@ -23,7 +23,7 @@ import inspect
 import re
 from pathlib import Path
 
-_LITERAL = re.compile(r"(``.+?``)", re.S)
+_LITERAL = re.compile(r"(``.+?``|:[\w:]+:`[^`]+`)", re.S)  # literals and roles pass through
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Attributes|Fields|Keyword Args):\s*$")
 _SPECIAL = re.compile(r"([|*`\\]|_(?=\W|$))")
 
@@ -89,6 +89,7 @@ def sgdnotes_names(text: str) -> list[str]:
             obj = getattr(importlib.import_module(f"sgdnotes.{mod}"), name)
         except (ImportError, AttributeError):
             return
+        obj = inspect.unwrap(obj)  # functools.lru_cache / wraps
         if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
             return
         if getattr(obj, "__module__", "") != f"sgdnotes.{mod}":
