@@ -402,3 +402,25 @@ def kesten_index(a, eta: float, *, kappa_max: float = 200.0) -> KestenResult:
         w = np.exp(kappa * la)
         se = float(w.std(ddof=1) / np.sqrt(w.size) / abs(np.mean(w * la)))
     return KestenResult(kappa, se, lyap)
+
+
+def stable_scale(x, alpha: float) -> float:
+    """Scale of a symmetric alpha-stable sample from its empirical characteristic function.
+
+    x: 1-D sample (n >= 10), assumed symmetric alpha-stable with known alpha in (0, 2]; for
+    ``E[exp(i t x)] = exp(-|scale t|^alpha)``, ``scale = (-log phi(t))^(1/alpha) / t`` with phi the empirical
+    mean of cos(t x) at ``t = 1 / median|x|`` (where phi is near 1/2, so neither factor is tiny). Used by
+    chapter 5 to fit the Levy SDE to SGD's noise. -> float.
+    """
+    arr = np.asarray(v.array("x", x, ndim=1, nonempty=True), np.float64)
+    if arr.size < 10:
+        v.fail("x must have at least 10 entries", x)
+    alpha = _alpha("alpha (stability index)", alpha, 0.0, 2.0, True)
+    med = float(np.median(np.abs(arr)))
+    if not med > 0:
+        v.fail("x must have a positive median |x|", x)
+    t = 1.0 / med
+    phi = float(np.mean(np.cos(t * arr)))
+    if not 0 < phi < 1:
+        v.fail("the empirical characteristic function at t = 1/median|x| must lie in (0, 1)", phi)
+    return float((-np.log(phi)) ** (1.0 / alpha) / t)

@@ -212,3 +212,13 @@ def test_estimator_validation():
         stable.kesten_index(np.array([5.0, 6.0]), 1.0)  # |1 - a| = 4, 5: grows
     with pytest.raises(ValueError, match="1-D|dimension"):
         stable.kesten_index(np.ones((3, 2)), 0.1)
+
+
+def test_stable_scale():
+    for alpha, scale in ((0.9, 2.0), (1.5, 0.3), (2.0, 1.0)):
+        x = np.asarray(stable.sample_stable(jax.random.key(20), alpha, (50_000,), scale=scale), np.float64)
+        assert abs(stable.stable_scale(x, alpha) / scale - 1) < 0.03, alpha
+    with pytest.raises(ValueError, match="alpha"):
+        stable.stable_scale(np.ones(20), 2.5)
+    with pytest.raises(ValueError, match="median"):
+        stable.stable_scale(np.zeros(20), 1.5)
