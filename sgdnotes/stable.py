@@ -87,11 +87,17 @@ def positive_stable_from_uniforms(a: float, u1, u2):
 
 
 def _open_uniforms(key, shape, dtype):
-    """Two independent uniform arrays on the open interval (0, 1) (no endpoint: log and 1/cos stay finite)."""
-    tiny = jnp.finfo(dtype).tiny
+    """Two independent uniform arrays on the open interval (0, 1), bounded away from 0 by eps/2.
+
+    ``jax.random.uniform`` draws on a grid of spacing eps (2^-23 in float32) that includes 0; shifting by
+    ``eps/2`` keeps every value at least eps/2 from both ends (like ``sde._unit_uniforms``). With
+    ``minval=tiny`` instead, the grid point 0 (probability 2^-23 per draw) became ``tiny`` and made
+    ``sin(U)^(1/a)`` underflow, so W = inf (chapter 5 hit it in 2.4 million draws).
+    """
+    lo = 0.5 * float(jnp.finfo(dtype).eps)
     k1, k2 = jax.random.split(key)
-    return (jax.random.uniform(k1, shape, dtype, minval=tiny, maxval=1.0),
-            jax.random.uniform(k2, shape, dtype, minval=tiny, maxval=1.0))
+    return (jax.random.uniform(k1, shape, dtype, minval=lo, maxval=1.0),
+            jax.random.uniform(k2, shape, dtype, minval=lo, maxval=1.0))
 
 
 def sample_stable(key, alpha: float, shape, *, scale: float = 1.0, dtype=jnp.float32):
