@@ -50,6 +50,7 @@ from .stable import (
     kesten_index,
     sample_positive_stable,
     sample_stable,
+    stable_scale,
     tail_index,
 )
 from .sgd import batch_indices, run_sgd, trajectory_keys
@@ -66,7 +67,7 @@ __all__ = [
     "estimate_noise_cov", "linreg_population_noise_cov", "minibatch_noise_cov", "per_sample_grads",
     "brownian_increments", "empirical_factor", "linreg_moments", "minibatch_driver", "run_sde", "run_sgd_sde",
     "sqrt_psd", "stable_driver", "sample_positive_stable", "sample_stable",
-    "block_tail_index", "hill_estimator", "hill_k", "kesten_index", "tail_index",
+    "block_tail_index", "hill_estimator", "hill_k", "kesten_index", "stable_scale", "tail_index",
     "batch_indices", "run_sgd", "trajectory_keys",
     "drift_decomposition", "lyapunov",
     "assert_agrees", "assert_rejects", "chapter_seed",

@@ -87,11 +87,17 @@ def positive_stable_from_uniforms(a: float, u1, u2):
 
 
 def _open_uniforms(key, shape, dtype):
-    """Two independent uniform arrays on the open interval (0, 1) (no endpoint: log and 1/cos stay finite)."""
-    tiny = jnp.finfo(dtype).tiny
+    """Two independent uniform arrays on the open interval (0, 1), bounded away from 0 by eps/2.
+
+    ``jax.random.uniform`` draws on a grid of spacing eps (2^-23 in float32) that includes 0; shifting by
+    ``eps/2`` keeps every value at least eps/2 from both ends (like ``sde._unit_uniforms``). With
+    ``minval=tiny`` instead, the grid point 0 (probability 2^-23 per draw) became ``tiny`` and made
+    ``sin(U)^(1/a)`` underflow, so W = inf (chapter 5 hit it in 2.4 million draws).
+    """
+    lo = 0.5 * float(jnp.finfo(dtype).eps)
     k1, k2 = jax.random.split(key)
-    return (jax.random.uniform(k1, shape, dtype, minval=tiny, maxval=1.0),
-            jax.random.uniform(k2, shape, dtype, minval=tiny, maxval=1.0))
+    return (jax.random.uniform(k1, shape, dtype, minval=lo, maxval=1.0),
+            jax.random.uniform(k2, shape, dtype, minval=lo, maxval=1.0))
 
 
 def sample_stable(key, alpha: float, shape, *, scale: float = 1.0, dtype=jnp.float32):
@@ -402,3 +408,25 @@ def kesten_index(a, eta: float, *, kappa_max: float = 200.0) -> KestenResult:
         w = np.exp(kappa * la)
         se = float(w.std(ddof=1) / np.sqrt(w.size) / abs(np.mean(w * la)))
     return KestenResult(kappa, se, lyap)
+
+
+def stable_scale(x, alpha: float) -> float:
+    """Scale of a symmetric alpha-stable sample from its empirical characteristic function.
+
+    x: 1-D sample (n >= 10), assumed symmetric alpha-stable with known alpha in (0, 2]; for
+    ``E[exp(i t x)] = exp(-|scale t|^alpha)``, ``scale = (-log phi(t))^(1/alpha) / t`` with phi the empirical
+    mean of cos(t x) at ``t = 1 / median|x|`` (where phi is near 1/2, so neither factor is tiny). Used by
+    chapter 5 to fit the Levy SDE to SGD's noise. -> float.
+    """
+    arr = np.asarray(v.array("x", x, ndim=1, nonempty=True), np.float64)
+    if arr.size < 10:
+        v.fail("x must have at least 10 entries", x)
+    alpha = _alpha("alpha (stability index)", alpha, 0.0, 2.0, True)
+    med = float(np.median(np.abs(arr)))
+    if not med > 0:
+        v.fail("x must have a positive median |x|", x)
+    t = 1.0 / med
+    phi = float(np.mean(np.cos(t * arr)))
+    if not 0 < phi < 1:
+        v.fail("the empirical characteristic function at t = 1/median|x| must lie in (0, 1)", phi)
+    return float((-np.log(phi)) ** (1.0 / alpha) / t)

@@ -212,3 +212,29 @@ def test_estimator_validation():
         stable.kesten_index(np.array([5.0, 6.0]), 1.0)  # |1 - a| = 4, 5: grows
     with pytest.raises(ValueError, match="1-D|dimension"):
         stable.kesten_index(np.ones((3, 2)), 0.1)
+
+
+def test_stable_scale():
+    for alpha, scale in ((0.9, 2.0), (1.5, 0.3), (2.0, 1.0)):
+        x = np.asarray(stable.sample_stable(jax.random.key(20), alpha, (50_000,), scale=scale), np.float64)
+        assert abs(stable.stable_scale(x, alpha) / scale - 1) < 0.03, alpha
+    with pytest.raises(ValueError, match="alpha"):
+        stable.stable_scale(np.ones(20), 2.5)
+    with pytest.raises(ValueError, match="median"):
+        stable.stable_scale(np.zeros(20), 1.5)
+
+
+def test_extreme_uniforms_stay_finite():
+    """The smallest uniform the samplers draw (eps/2) gives finite values (minval = tiny gave W = inf)."""
+    lo = jnp.float32(0.5 * np.finfo(np.float32).eps)
+    for a in (0.3, 0.6, 0.9):
+        assert np.isfinite(stable.positive_stable_from_uniforms(a, lo, jnp.float32(0.5)))
+        assert np.isfinite(stable.positive_stable_from_uniforms(a, 1 - lo, jnp.float32(0.5)))
+    for alpha in (0.6, 1.2, 1.8):
+        for u1 in (lo, 1 - lo):
+            for u2 in (lo, 1 - lo):
+                assert np.isfinite(stable.stable_from_uniforms(alpha, u1, jnp.float32(u2)))
+    # the value the old minval = tiny allowed (drawn with probability 2^-23) overflows: why the bound matters
+    assert not np.isfinite(stable.positive_stable_from_uniforms(0.6, jnp.float32(np.finfo(np.float32).tiny), jnp.float32(0.5)))
+    u1, u2 = stable._open_uniforms(jax.random.key(30), (100_000,), jnp.float32)
+    assert float(jnp.minimum(u1.min(), u2.min())) >= lo and float(jnp.maximum(u1.max(), u2.max())) < 1.0
