@@ -140,7 +140,16 @@ def _api_section(app, docname, source):
     source[0] = source[0].rstrip("\n") + text
 
 
+def _docstring_reference(app, env, node, contnode):
+    """A role inside a docstring that names no documented object (a module constant, a private helper)
+    renders as plain code on the API page instead of failing the build; links from the chapters stay strict."""
+    if node.get("refdomain") == "py" and node.get("refdoc") == "book/api":
+        return contnode
+    return None
+
+
 def setup(app):
+    app.connect("missing-reference", _docstring_reference)
     # before napoleon (priority 500), which turns the Google-style sections into field lists
     app.setup_extension("sphinx.ext.napoleon")
     app.connect("autodoc-process-docstring", _plain_docstring, priority=400)
