@@ -280,7 +280,7 @@ def simulate(key, model: str, setting: Setting, problem: Problem, n_trajectories
         res = sde.run_sgd_sde(key, loss_fn, th0, X, Y, order=2, **opt, **kw)
     else:
         if not isinstance(fit, NoiseFit):
-            v.fail("the refined model needs fit=fit_noise(...)", fit)
+            v.fail("the refined model must be given fit=fit_noise(...)", fit)
         a = round(fit.alpha, 4)
         drift, _, aniso = _sde_fns(s.dims)
         drv = scaled_stable(a, fit.scale * s.eta ** (0.5 - 1.0 / a))  # one step: c eta Sigma^1/2 sqrt(W) z / sqrt(B)
