@@ -15,7 +15,8 @@ the noise alone. Each setting is simulated by the book's one SGD core and one SD
 ``refined``    anisotropic elliptical alpha-stable SDE: ``alpha`` and the scale ``c`` fitted to SGD's own
                gradient noise (:func:`fit_noise`), increments ``c eta^(1/2 - 1/alpha) sqrt(eta/B) Sigma_emp^(1/2)
                dL^alpha`` so that one step of length eta carries ``c eta Sigma^(1/2) sqrt(W) z / sqrt(B)``, SGD's
-               own step noise in the elliptical model (``sde.run_sgd_sde`` with an alpha-stable driver)
+               own step noise in the elliptical model (the factor-form path of ``sde.run_sgd_sde`` with
+               ``sde.stable_driver(alpha)``, its noise scale set to ``c^2 eta^(1 - 2/alpha) eta / B``)
 ``modified``   the second-order stochastic modified equation of chapter 2 (``run_sgd_sde(order=2)``)
 =============  ======================================================================================
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from . import _validate as v
 from . import distances, dln, models, noise, sde, sgd, stable, stats
+from .ensemble import DivergenceError
 
 MODELS = ("sgd", "sgd_floor", "langevin", "anisotropic", "refined", "modified")
 COMPARED = ("sgd_floor", "langevin", "anisotropic", "refined", "modified")  # distances to sgd
@@ -175,29 +177,6 @@ def _sde_fns(dims):
     return drift, iso_factor, aniso_factor
 
 
-class ScaledStable:
-    """Driving noise ``mult * dt^(1/alpha) sqrt(W) N(0, I)`` (elliptical alpha-stable, see ``sde.stable_driver``)."""
-
-    def __init__(self, alpha, mult):
-        self.alpha, self.mult = alpha, mult
-        self._base = sde.stable_driver(alpha, "elliptical")
-
-    def __call__(self, key, shape, dt):
-        return self.mult * self._base(key, shape, dt)
-
-    def __repr__(self):
-        return f"ScaledStable(alpha={self.alpha}, mult={self.mult})"
-
-
-@functools.lru_cache(maxsize=None)
-def scaled_stable(alpha: float, mult: float) -> ScaledStable:
-    """Cached (stable-object) :class:`ScaledStable`; alpha in (0, 2], mult > 0."""
-    alpha = v.in_range("alpha (stability index)", alpha, 0.0, 2.0, closed_high=True)
-    if alpha <= 0:
-        v.fail("alpha (stability index) must be > 0", alpha)
-    return ScaledStable(alpha, v.positive_float("mult", mult))
-
-
 class NoiseFit(NamedTuple):
     """SGD's gradient noise along the top eigenvector u of Sigma_emp, whitened: ``u.xi / sqrt(u.Sigma u / B)``."""
 
@@ -281,11 +260,19 @@ def simulate(key, model: str, setting: Setting, problem: Problem, n_trajectories
     else:
         if not isinstance(fit, NoiseFit):
             v.fail("the refined model must be given fit=fit_noise(...)", fit)
+        # sde.run_sgd_sde's factor-form fast path (chapter 2) with the fitted scale: its noise weight is
+        # dt^(1/alpha) sqrt(scale / n), so scale = c^2 eta^(1 - 2/alpha) eta / B gives one step of
+        # c eta Sigma^(1/2) sqrt(W) z / sqrt(B)
         a = round(fit.alpha, 4)
-        drift, _, aniso = _sde_fns(s.dims)
-        drv = scaled_stable(a, fit.scale * s.eta ** (0.5 - 1.0 / a))  # one step: c eta Sigma^1/2 sqrt(W) z / sqrt(B)
-        res = sde.run_sde(key, drift, th0, dt=s.eta, n_steps=s.n_steps, diffusion=aniso, diffusion_kind="factor",
-                          noise=drv, args=(X, Y, jnp.float32(s.eta / s.batch_size)), max_growth=None, **kw)
+        driver = None if a >= 2.0 else sde.stable_driver(a, "elliptical")
+        scale = fit.scale**2 * s.eta ** (1.0 - 2.0 / a) * s.eta / s.batch_size
+        args = (jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32), jnp.float32(s.eta), jnp.float32(scale))
+        res = sde._run_factor(key, loss_fn, th0, args, n_trajectories=m, order=1, driver=driver, substeps=1,
+                              n_steps=s.n_steps, steps=rec, record_params=True, record_loss=False, stats=None,
+                              burn_in=0, mesh=mesh, chunk_steps=None, progress=progress, max_growth=None)
+        if np.any(res.diverged_step >= 0):
+            raise DivergenceError(f"refined SDE: {int(np.sum(res.diverged_step >= 0))} of {m} trajectories became "
+                                  f"non-finite (alpha = {a}, c = {fit.scale:.3g})")
     return np.asarray(res.thetas)
 
 
@@ -298,8 +285,9 @@ def observables(thetas, problem: Problem, dims, basis=None) -> dict:
 
     ``product`` vec(W2 W1) (d2 d0); ``svals`` its singular values (min(d0, d2)); ``loss`` L_n (1) -- these
     three are invariant under the GL(d1) symmetry W1 -> A W1, W2 -> W2 A^-1; ``params`` theta (d);
-    with ``basis = (center (d,), flat (d, kf), stiff (d, ks))`` also ``flat`` / ``stiff``: the
-    coordinates of theta - center in the flat (symmetry and null) and stiff Hessian eigendirections.
+    with ``basis = (center (d,), flat (d, kf), stiff (d, ks))`` (:func:`hessian_basis`) also ``flat`` /
+    ``stiff``: the coordinates of theta - center in the flattest (symmetry orbit) and stiff Hessian
+    eigendirections.
     """
     th = jnp.asarray(thetas)
     W1, W2 = jax.vmap(lambda t: models.dln_unpack(t, dims))(th)
@@ -318,14 +306,23 @@ def observables(thetas, problem: Problem, dims, basis=None) -> dict:
     return out
 
 
-def hessian_basis(problem: Problem, dims, center, flat_tol: float = 1e-2, stiff_tol: float = 1e-1):
-    """Eigendirections of the Hessian at ``center`` (d,): flat |lambda| <= flat_tol lambda_max, stiff
-    lambda >= stiff_tol lambda_max. Returns (center, F (d, kf), S (d, ks), eigenvalues (d,))."""
+@functools.lru_cache(maxsize=None)
+def _hessians(dims):
+    """jit(vmap) of dln.dln_hessian: thetas (r, d), X, Y -> (r, d, d)."""
+    return jax.jit(jax.vmap(lambda t, X, Y: dln.dln_hessian(*models.dln_unpack(t, dims), X, Y), in_axes=(0, None, None)))
+
+
+def hessian_basis(problem: Problem, dims, center, n_flat: int | None = None, stiff_tol: float = 1e-1):
+    """Eigendirections of the Hessian at ``center`` (d,): the ``n_flat`` of smallest |eigenvalue| (default
+    d1^2, the dimension of the GL(d1) orbit, flat at a minimum) and the stiff ones, eigenvalue >= stiff_tol
+    lambda_max. Returns (center, F (d, n_flat), S (d, ks), eigenvalues (d,) ascending)."""
+    d1 = models._dims(dims)[1]
     W1, W2 = models.dln_unpack(jnp.asarray(center, jnp.float32), dims)
     H = np.asarray(dln.dln_hessian(W1, W2, problem.X, problem.Y), np.float64)
     w, U = np.linalg.eigh((H + H.T) / 2)
-    lam = w[-1]
-    return (np.asarray(center, np.float64), U[:, np.abs(w) <= flat_tol * lam], U[:, w >= stiff_tol * lam], w)
+    k = d1 * d1 if n_flat is None else v.positive_int("n_flat", n_flat, 1, w.size)
+    flat = np.argsort(np.abs(w))[:k]
+    return (np.asarray(center, np.float64), U[:, flat], U[:, w >= stiff_tol * w[-1]], w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +339,7 @@ class SettingResult(NamedTuple):
     obs: dict  # time -> observable -> model -> (m, k)
     fit: NoiseFit
     eta_lam_max: np.ndarray  # eta * lambda_max(H) at the SGD ensemble mean, (R,)
-    n_flat: dict  # time -> number of flat directions
+    flat_ratio: dict  # time -> largest |eigenvalue| among the flat directions / lambda_max
     n_stiff: dict  # time -> number of stiff directions
     seconds: dict  # model -> wall seconds of its simulation
     n_trajectories: int
@@ -383,16 +380,18 @@ def run_setting(key, setting: Setting, n_trajectories: int, *, mesh=None, progre
     snap["end"] = len(steps) - 1
     # eta * lambda_max along SGD's path (the ensemble mean point), for the edge-of-stability question
     centers = paths["sgd"].mean(axis=1)
-    lam = np.array([np.linalg.eigvalsh(np.asarray(dln.dln_hessian(*models.dln_unpack(jnp.asarray(c, jnp.float32), s.dims),
-                                                                  prob.X, prob.Y), np.float64))[-1] for c in centers])
-    obs, n_flat, n_stiff = {}, {}, {}
+    lam = np.linalg.eigvalsh(np.asarray(_hessians(s.dims)(jnp.asarray(centers, jnp.float32), prob.X, prob.Y),
+                                        np.float64))[:, -1]
+    obs, flat_ratio, n_stiff = {}, {}, {}
     for tname, j in snap.items():
         # the SGD trajectory nearest the ensemble mean: a point of the dynamics (the mean of points spread
         # along a curved set of minima is off that set, where the Hessian has spurious negative directions)
         pts = paths["sgd"][j]
         medoid = pts[np.argmin(np.sum((pts - centers[j]) ** 2, axis=1))]
         basis = hessian_basis(prob, s.dims, medoid)
-        n_flat[tname], n_stiff[tname] = basis[1].shape[1], basis[2].shape[1]
+        w = basis[3]
+        flat_ratio[tname] = float(np.sort(np.abs(w))[basis[1].shape[1] - 1] / w[-1])
+        n_stiff[tname] = basis[2].shape[1]
         obs[tname] = {}
         per_model = {name: observables(paths[name][j], prob, s.dims, basis[:3]) for name in MODELS}
         for o in OBSERVABLES:
@@ -405,7 +404,7 @@ def run_setting(key, setting: Setting, n_trajectories: int, *, mesh=None, progre
                 q = half @ U  # (R', m, k)
                 msd[bname] = np.array([np.mean(np.sum((q[l:] - q[:-l]) ** 2, axis=-1)) for l in lags])
     return SettingResult(s, steps, mean_loss, {t: int(steps[j]) for t, j in snap.items()}, obs, fit,
-                         s.eta * lam, n_flat, n_stiff, seconds, m, lags * s.record_every, msd)
+                         s.eta * lam, flat_ratio, n_stiff, seconds, m, lags * s.record_every, msd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,13 +427,14 @@ class Comparison(NamedTuple):
     bandwidth: float
 
 
-def _mmd_stat(K, idx, a, b):
-    """Unbiased MMD^2 between blocks a and b of the pooled Gram matrix K, on resampled indices idx (m,)
-    (pairs with the same original index are dropped from the within-sample terms)."""
-    ia, ib = a + idx, b + idx
-    off = idx[:, None] != idx[None, :]
-    n_off = off.sum()
-    return K[np.ix_(ia, ia)][off].sum() / n_off + K[np.ix_(ib, ib)][off].sum() / n_off - 2 * K[np.ix_(ia, ib)].mean()
+def _mmd_stat(blocks, w):
+    """Unbiased MMD^2 from Gram blocks (K_aa, K_bb, K_ab) (m, m) and resampling counts w (m,) (w = 1: the
+    sample itself); pairs that repeat one original index are dropped from the within-sample sums."""
+    Kaa, Kbb, Kab = blocks
+    m2 = w.sum() ** 2
+    n_off = m2 - np.sum(w * w)
+    within = lambda K_: (w @ K_ @ w - np.sum(w * w * np.diag(K_))) / n_off
+    return within(Kaa) + within(Kbb) - 2 * (w @ Kab @ w) / m2
 
 
 def compare(key, samples: dict, n_boot: int = 200, w2_max: int = 512) -> Comparison:
@@ -457,11 +457,13 @@ def compare(key, samples: dict, n_boot: int = 200, w2_max: int = 512) -> Compari
     h = distances.median_bandwidth(x, samples["sgd_floor"])
     Z = np.concatenate([x] + [np.asarray(samples[name], np.float64) for name in COMPARED])
     K = np.exp(-distances._sqdist(Z, Z) / (2 * h * h))
-    blocks = {name: m * (1 + i) for i, name in enumerate(COMPARED)}
+    Kxx = K[:m, :m]
+    blocks = {name: (Kxx, K[m * (1 + i):m * (2 + i), m * (1 + i):m * (2 + i)], K[:m, m * (1 + i):m * (2 + i)])
+              for i, name in enumerate(COMPARED)}
 
     def stat(ix):
-        ix = np.asarray(ix[:, 0], int)
-        d = {name: _mmd_stat(K, ix, 0, blocks[name]) for name in COMPARED}
+        w = np.bincount(np.asarray(ix[:, 0], int), minlength=m).astype(np.float64)
+        d = {name: _mmd_stat(blocks[name], w) for name in COMPARED}
         return np.array([d[name] for name in COMPARED] + [d[a] - d[b] for a, b in PAIRS])
 
     est, se, (lo, hi) = stats.bootstrap(key, stat, np.arange(m, dtype=np.float64)[:, None], n_boot=n_boot)
@@ -527,7 +529,7 @@ def save_results(path, grid: dict, meta: dict | None = None) -> None:
     for r in grid["results"]:
         s = r.setting
         info["settings"].append(dict(setting=s._asdict(), snap_steps=r.snap_steps, fit=r.fit._asdict(),
-                                     n_flat=r.n_flat, n_stiff=r.n_stiff, seconds=r.seconds,
+                                     flat_ratio=r.flat_ratio, n_stiff=r.n_stiff, seconds=r.seconds,
                                      n_trajectories=r.n_trajectories))
         arrays[f"{s.name}/steps"] = r.steps
         arrays[f"{s.name}/msd_lags"] = r.msd_lags
