@@ -65,7 +65,7 @@ class Setting(NamedTuple):
     eta: float = 0.01
     batch_size: int = 4
     n_steps: int = 1000
-    init_scale: float = 1e-3  # small_init scale, or lazy_init scale for "large"
+    init_scale: float = 1e-2  # small_init scale, or lazy_init scale for "large"
     df: float = 3.0  # Student-t degrees of freedom
     noise_std: float = 0.1
     record_every: int = 10
@@ -78,7 +78,7 @@ def default_grid(width: int = 4, **overrides) -> list[Setting]:
     """
     width = v.positive_int("width (hidden units d1)", width, 1, 256)
     out = []
-    for init, scale in (("small", 1e-3), ("large", 1.0)):
+    for init, scale in (("small", 1e-2), ("large", 1.0)):
         for inputs in ("gaussian", "student_t"):
             kw = dict(name=f"{init}-{inputs}", init=init, inputs=inputs, dims=(4, width, 4), init_scale=scale)
             kw.update(overrides)
