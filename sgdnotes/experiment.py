@@ -492,7 +492,7 @@ def run_grid(key, settings, n_trajectories: int, *, mesh=None, progress=False, n
              observables_compared=("product", "svals", "loss", "flat", "stiff", "params")) -> dict:
     """Run every setting and compare every model at every snapshot time and observable.
 
-    progress: False, True (one ``tqdm`` bar over settings x models) or ``progress(done, total)``.
+    progress: False, True (one ``tqdm`` bar over settings x (models + comparisons)) or ``progress(done, total)``.
     Returns ``{"results": [SettingResult], "comparisons": {(setting, time, observable): Comparison}}``.
     """
     v.key("key", key)
@@ -501,7 +501,7 @@ def run_grid(key, settings, n_trajectories: int, *, mesh=None, progress=False, n
         v.fail("settings must be a non-empty list of Setting", settings)
     for o in observables_compared:
         v.one_of("observable", o, set(OBSERVABLES))
-    total = len(settings) * len(MODELS)
+    total = len(settings) * (len(MODELS) + 1)  # each model's run, then the setting's comparisons
     bar, done = None, [0]
     if progress is True:
         from tqdm.auto import tqdm
@@ -525,6 +525,7 @@ def run_grid(key, settings, n_trajectories: int, *, mesh=None, progress=False, n
                 for l, o in enumerate(observables_compared):
                     comps[(s.name, t, o)] = compare(jax.random.fold_in(key, 10**6 + 1000 * i + 100 * j + l),
                                                     r.obs[t][o], n_boot=n_boot)
+            tick("compare")
     finally:
         if bar is not None:
             bar.close()
