@@ -4,11 +4,14 @@ Modules (one concept each): ``models`` problems and data, ``noise`` gradient-noi
 ``ensemble`` the step loop shared by ``sgd`` (SGD ensembles) and ``sde`` (Euler--Maruyama ensembles),
 ``stable`` alpha-stable samplers and tail-index estimators, ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
 ``limiting`` momentum-SGD closed forms, ``stats`` standard errors and the book's statistical asserts,
-``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names below are
+``plotting`` house style, ``distances`` distribution distances from samples and ``experiment`` the
+proposal's SGD-vs-SDE grid and its command line (chapter 9; import it as ``from sgdnotes import
+experiment`` -- it is not imported eagerly, so that ``python -m sgdnotes.experiment`` runs it cleanly), ``widgets`` sliders that work without a kernel. The public names below are
 re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
 """
 
-from . import dln, ensemble, limiting, models, noise, plotting, sde, sgd, stable, stationary, stats, widgets
+from . import (dln, distances, ensemble, limiting, models, noise, plotting, sde, sgd, stable, stationary, stats,
+               widgets)
 from .ensemble import DivergenceError, EnsembleResult, pooled_moments
 from .models import (
     Dataset,
@@ -59,7 +62,7 @@ from .stats import assert_agrees, assert_rejects, chapter_seed
 from .widgets import frame_slider
 
 __all__ = [
-    "dln", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable", "stationary", "stats", "widgets",
+    "dln", "distances", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable", "stationary", "stats", "widgets",
     "DivergenceError", "EnsembleResult", "pooled_moments",
     "Dataset", "dln2_loss", "dln_pack", "dln_unpack", "linreg_full_loss", "linreg_hessian", "linreg_loss",
     "linreg_minimiser", "load_digits_regression", "make_dln_teacher_data", "make_linreg_data",
