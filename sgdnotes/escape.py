@@ -204,8 +204,11 @@ def mfpt_1d(drift: Callable, diffusion: Callable, x0, target: float, lower: floa
     c = Phi.min()
     g = np.exp(-(Phi - c)) / D  # exp(-Phi) / D times exp(c)
     inner = np.concatenate([[0.0], np.cumsum((g[1:] + g[:-1]) * h / 2)])
-    outer = np.exp(Phi - c) * inner  # the factors exp(+-c) cancel
+    with np.errstate(over="ignore", divide="ignore"):  # exp(Phi - c) may overflow where inner = 0
+        outer = np.exp(Phi - c + np.log(inner))  # the factors exp(+-c) cancel
     tail = np.concatenate([np.cumsum(((outer[1:] + outer[:-1]) * h / 2)[::-1])[::-1], [0.0]])
+    if not np.all(np.isfinite(tail)):
+        v.fail("the mean first-passage time exceeds the float64 range (barrier too high for these parameters)", target)
     out = np.interp(x0a, x, tail)
     return float(out) if out.ndim == 0 else out
 
