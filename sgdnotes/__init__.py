@@ -2,7 +2,7 @@
 
 Modules (one concept each): ``models`` problems and data, ``noise`` gradient-noise covariances,
 ``ensemble`` the step loop shared by ``sgd`` (SGD ensembles) and ``sde`` (Euler--Maruyama ensembles),
-``stable`` alpha-stable samplers, ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
+``stable`` alpha-stable samplers and tail-index estimators, ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
 ``limiting`` momentum-SGD closed forms, ``stats`` standard errors and the book's statistical asserts,
 ``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names below are
 re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
@@ -43,7 +43,15 @@ from .sde import (
     sqrt_psd,
     stable_driver,
 )
-from .stable import sample_positive_stable, sample_stable
+from .stable import (
+    block_tail_index,
+    hill_estimator,
+    hill_k,
+    kesten_index,
+    sample_positive_stable,
+    sample_stable,
+    tail_index,
+)
 from .sgd import batch_indices, run_sgd, trajectory_keys
 from .stationary import drift_decomposition, lyapunov
 from .stats import assert_agrees, assert_rejects, chapter_seed
@@ -58,6 +66,7 @@ __all__ = [
     "estimate_noise_cov", "linreg_population_noise_cov", "minibatch_noise_cov", "per_sample_grads",
     "brownian_increments", "empirical_factor", "linreg_moments", "minibatch_driver", "run_sde", "run_sgd_sde",
     "sqrt_psd", "stable_driver", "sample_positive_stable", "sample_stable",
+    "block_tail_index", "hill_estimator", "hill_k", "kesten_index", "tail_index",
     "batch_indices", "run_sgd", "trajectory_keys",
     "drift_decomposition", "lyapunov",
     "assert_agrees", "assert_rejects", "chapter_seed",

@@ -175,3 +175,29 @@ def test_executed_notebook_download(site, browser):
         text = html.read_text(encoding="utf-8")
         assert f"{html.stem}.ipynb" in text, f"{html.name} has no executed-notebook download"
         assert (build_book.HTML / "_sources" / "book" / f"{html.stem}.ipynb").is_file()
+
+
+def test_api_reference_linked_from_chapters(site, browser):
+    """The API reference documents sgdnotes, and each chapter links the functions its code uses to it."""
+    import sys
+
+    sys.path.insert(0, str(build_book.ROOT / "book" / "_ext"))
+    from api_reference import sgdnotes_names
+
+    api = (build_book.HTML / "book" / "api.html").read_text(encoding="utf-8")
+    page, requests, errors = _open(browser, f"{site}/{CHAPTER}")
+    link = page.locator("a[href*='api.html#sgdnotes.sgd.run_sgd']").first
+    link.click()
+    page.wait_for_timeout(500)
+    assert page.url.endswith("api.html#sgdnotes.sgd.run_sgd"), page.url
+    assert page.locator("[id='sgdnotes.sgd.run_sgd']").is_visible()
+    page.screenshot(path=str(SHOTS / "api_run_sgd.png"), full_page=False)
+    page.close()
+    assert not _offsite(requests, site) and not errors
+    for md in sorted((build_book.ROOT / "book").glob("[0-9][0-9]_*.md")):
+        html = (build_book.HTML / "book" / f"{md.stem}.html").read_text(encoding="utf-8")
+        names = sgdnotes_names(md.read_text(encoding="utf-8"))
+        assert names, f"{md.name}: no sgdnotes calls found in its code cells"
+        for name in names:
+            assert f'id="sgdnotes.{name}"' in api, f"sgdnotes.{name} is missing from the API reference"
+            assert f"api.html#sgdnotes.{name}" in html, f"{md.stem}.html does not link sgdnotes.{name}"

@@ -75,3 +75,140 @@ def test_deterministic_and_validation():
         stable.sample_stable(k, 1.5, (3,), scale=-1.0)
     with pytest.raises(ValueError, match="key"):
         stable.sample_stable(3, 1.5, (3,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Tail-index estimators
+
+
+def _pareto(seed, alpha, n):
+    """|x| exactly Pareto(alpha) above 1 (inverse transform of uniforms), with random signs."""
+    u = np.asarray(jax.random.uniform(jax.random.key(seed), (2, n), minval=1e-12, maxval=1.0), np.float64)
+    return np.where(u[1] < 0.5, -1.0, 1.0) * u[0] ** (-1.0 / alpha)
+
+
+def test_hill_exact_on_pareto_and_interval_coverage():
+    """On an exact Pareto tail the Hill estimate is unbiased up to k/(k-1) and its interval covers ~95 %."""
+    alpha, n, k, reps = 1.3, 2000, 200, 300
+    cover, est = 0, []
+    for r in range(reps):
+        h = stable.hill_estimator(_pareto(r, alpha, n), k)
+        est.append(h.alpha)
+        cover += h.ci_low <= alpha <= h.ci_high
+        assert h.k == k and h.ci_low < h.alpha < h.ci_high
+    est = np.array(est)
+    # E[1/H] = alpha k/(k-1) exactly for Pareto; sd alpha/sqrt(k)
+    assert abs(est.mean() - alpha * k / (k - 1)) < 4 * est.std() / np.sqrt(reps)
+    assert abs(est.std() / (alpha / np.sqrt(k)) - 1) < 0.15
+    p = cover / reps
+    assert abs(p - 0.95) < 4 * np.sqrt(0.95 * 0.05 / reps), p
+
+
+def test_hill_on_stable_and_hill_k():
+    x = np.asarray(stable.sample_stable(jax.random.key(11), 1.2, (200_000,)), np.float64)
+    assert stable.hill_k(x) == int(np.ceil(np.sqrt(x.size)))
+    h = stable.hill_estimator(x)  # k = 448: bias of the stable tail is small at alpha = 1.2
+    assert abs(h.alpha - 1.2) < 4 * h.se, h
+    # scale invariance, and the estimate uses |x| (sign flips do not matter)
+    assert np.isclose(stable.hill_estimator(7.0 * x, 300).alpha, stable.hill_estimator(-x, 300).alpha)
+
+
+def test_block_estimator_on_stable_and_its_se():
+    """Block estimator is unbiased (in 1/alpha) on stable samples; its s.e. matches the spread over replicates."""
+    alpha, n, reps = 1.5, 10_000, 60
+    xs = np.asarray(stable.sample_stable(jax.random.key(12), alpha, (reps, n)), np.float64)
+    res = [stable.block_tail_index(x) for x in xs]
+    xi = np.array([r.xi for r in res])
+    assert res[0].k1 == 100 and res[0].k2 == 100
+    assert abs(xi.mean() - 1 / alpha) < 4 * xi.std(ddof=1) / np.sqrt(reps)
+    mean_se = np.mean([r.xi_se for r in res])
+    assert abs(xi.std(ddof=1) / mean_se - 1) < 0.35  # sd of a sd from 60 replicates: ~9 % relative
+    assert np.isclose(res[0].alpha, 1 / res[0].xi) and np.isclose(res[0].se, res[0].alpha**2 * res[0].xi_se)
+
+
+def test_block_estimator_finite_variance_bias():
+    """Student-t, 3 degrees of freedom (tail index 3, variance 3): block sums are ~Gaussian, so
+    xi -> (E log|N(0, 3 k1)| - E log|t_3|) / log k1, which tends to 1/2 only like 1/log k1 -- the block
+    estimator reports an index below 2 for finite-variance data; Hill reports ~3."""
+    from scipy import integrate
+    from scipy import stats as sps
+    t = np.asarray(jax.random.t(jax.random.key(13), 3.0, (250_000,)), np.float64)
+    b = stable.block_tail_index(t)
+    e_log_t = 2 * integrate.quad(lambda s: np.log(s) * sps.t(3.0).pdf(s), 0, np.inf)[0]
+    e_log_n = -(np.euler_gamma + np.log(2)) / 2  # E log|N(0, 1)|
+    xi_pred = (0.5 * np.log(3.0 * b.k1) + e_log_n - e_log_t) / np.log(b.k1)
+    assert abs(b.xi - xi_pred) < 4 * b.xi_se, (b, xi_pred)
+    assert 1 / xi_pred < 1.9  # the point: far from both 2 and 3 at this n
+    h = stable.hill_estimator(t, 500)
+    assert abs(h.alpha - 3.0) < 4 * h.se + 0.3, h  # second-order bias of the t tail at k/n = 0.002 is small
+
+
+def test_tail_index_does_not_pool_scales():
+    """Coordinates of scales 1, 30, 1000 with tail indices 1.2 and 1.8: per-coordinate estimates recover each,
+    while a pooled Hill estimate on the flattened sample sees only the largest-scale coordinate."""
+    n = 40_000
+    k1, k2 = jax.random.split(jax.random.key(14))
+    a = np.asarray(stable.sample_stable(k1, 1.2, (n, 2)), np.float64)
+    b = np.asarray(stable.sample_stable(k2, 1.8, (n, 1)), np.float64)
+    X = np.concatenate([a * np.array([1.0, 30.0]), 1000.0 * b], axis=1)
+    r = stable.tail_index(X, axis=0, method="hill")
+    assert r.alpha.shape == (3,) and r.method == "hill"
+    for j, true in enumerate([1.2, 1.2, 1.8]):
+        assert abs(r.alpha[j] - true) < 4 * r.se[j] + 0.1, (j, r.alpha[j])
+    pooled = stable.hill_estimator(X)
+    assert abs(pooled.alpha - 1.8) < abs(pooled.alpha - 1.2)  # the pooled top order statistics are coordinate 3's
+    # combined = harmonic mean of the per-coordinate indices; axis handling
+    assert np.isclose(r.combined, 1 / np.mean(1 / r.alpha))
+    r_t = stable.tail_index(X.T, axis=1, method="hill")
+    assert np.allclose(r_t.alpha, r.alpha)
+    rb = stable.tail_index(X, method="block")
+    xi_true = np.mean([1 / 1.2, 1 / 1.2, 1 / 1.8])
+    assert abs(1 / rb.combined - xi_true) < 4 * rb.combined_se / rb.combined**2
+
+
+def test_kesten_index():
+    from scipy import stats as sps
+    # two-point law a in {0.5, 2.5}, eta = 1: |1 - a| in {0.5, 1.5}, (0.5^k + 1.5^k)/2 = 1 at k = 1 exactly
+    a = np.array([0.5, 2.5] * 1000)
+    r = stable.kesten_index(a, 1.0)
+    assert np.isclose(r.kappa, 1.0, atol=1e-8) and r.lyapunov < 0
+    # chi-square law (1-D linear regression with Gaussian x, B = 1): E|1 - eta x^2|^2 = 1 - 2 eta + 3 eta^2
+    # equals 1 at eta = 2/3, so kappa = 2 there exactly
+    law = sps.chi2(1)
+    r = stable.kesten_index(law, 2.0 / 3.0)
+    assert abs(r.kappa - 2.0) < 1e-6, r
+    # sample version agrees with the law within its standard error
+    s = law.rvs(size=100_000, random_state=np.random.default_rng(0))
+    rs = stable.kesten_index(s, 2.0 / 3.0)
+    assert abs(rs.kappa - 2.0) < 4 * rs.se and rs.se > 0
+    # |1 - eta a| <= 1 almost surely: infinite index
+    assert stable.kesten_index(np.array([0.5, 1.0, 1.5]), 0.5).kappa == np.inf
+
+
+def test_estimator_validation():
+    with pytest.raises(ValueError, match="k"):
+        stable.hill_estimator(np.arange(1.0, 11.0), 10)
+    with pytest.raises(ValueError, match="k"):
+        stable.hill_estimator(np.arange(1.0, 11.0), 0)
+    with pytest.raises(ValueError, match="finite"):
+        stable.hill_estimator(np.array([1.0, np.nan, 2.0]), 1)
+    with pytest.raises(ValueError, match="nonzero"):
+        stable.hill_estimator(np.array([0.0, 0.0, 0.0, 1.0]), 2)
+    with pytest.raises(ValueError, match="at least 3"):
+        stable.hill_k(np.ones(2))
+    with pytest.raises(ValueError, match="k1"):
+        stable.block_tail_index(np.arange(1.0, 11.0), 1)
+    with pytest.raises(ValueError, match="k1"):
+        stable.block_tail_index(np.arange(1.0, 11.0), 6)
+    with pytest.raises(ValueError, match="nonzero"):
+        stable.block_tail_index(np.array([1.0, -1.0, 2.0, 3.0]), 2)
+    with pytest.raises(ValueError, match="method"):
+        stable.tail_index(np.ones((10, 2)), method="pooled")
+    with pytest.raises(ValueError, match="axis"):
+        stable.tail_index(np.ones((10, 2)), axis=2)
+    with pytest.raises(ValueError, match="eta"):
+        stable.kesten_index(np.ones(3), -0.1)
+    with pytest.raises(ValueError, match="stationary"):
+        stable.kesten_index(np.array([5.0, 6.0]), 1.0)  # |1 - a| = 4, 5: grows
+    with pytest.raises(ValueError, match="1-D|dimension"):
+        stable.kesten_index(np.ones((3, 2)), 0.1)
