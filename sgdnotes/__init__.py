@@ -10,8 +10,8 @@ experiment`` -- it is not imported eagerly, so that ``python -m sgdnotes.experim
 re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
 """
 
-from . import (dln, distances, ensemble, limiting, models, noise, plotting, sde, sgd, stable, stationary, stats,
-               widgets)
+from . import (dln, distances, ensemble, escape, limiting, models, noise, plotting, sde, sgd, stable, stationary,
+               stats, widgets)
 from .ensemble import DivergenceError, EnsembleResult, pooled_moments
 from .models import (
     Dataset,
@@ -62,7 +62,8 @@ from .stats import assert_agrees, assert_rejects, chapter_seed
 from .widgets import frame_slider
 
 __all__ = [
-    "dln", "distances", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable", "stationary", "stats", "widgets",
+    "dln", "distances", "ensemble", "escape", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable",
+    "stationary", "stats", "widgets",
     "DivergenceError", "EnsembleResult", "pooled_moments",
     "Dataset", "dln2_loss", "dln_pack", "dln_unpack", "linreg_full_loss", "linreg_hessian", "linreg_loss",
     "linreg_minimiser", "load_digits_regression", "make_dln_teacher_data", "make_linreg_data",

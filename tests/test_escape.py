@@ -1,0 +1,181 @@
+"""Tests of sgdnotes.escape: quadrature against simulation, censoring, Kramers / Eyring--Kramers limits,
+the power-law and Levy exit laws, and bad input."""
+
+import functools
+import math
+
+import jax
+import numpy as np
+import pytest
+from scipy import integrate
+
+from sgdnotes import escape, sde
+
+
+def _dw(x):  # -V', V = (x^2 - 1)^2
+    return -4.0 * x * (x * x - 1.0)
+
+
+def _sim_1d(drift, T, dt):
+    return lambda k, th, n: sde.run_sde(k, drift, th, dt=dt, n_steps=n, diffusion=np.sqrt(2 * T),
+                                        record_steps=np.arange(n + 1), lam_max=8.0)
+
+
+def test_mfpt_ou_closed_form():
+    # dx = -x dt + sqrt(2) dW, reflecting at 0, from 0 to c: T = int_0^c e^{y^2/2} int_0^y e^{-z^2/2} dz dy
+    c = 1.5
+    exact = integrate.quad(lambda y: np.exp(y * y / 2) * integrate.quad(lambda z: np.exp(-z * z / 2), 0, y)[0], 0, c)[0]
+    got = escape.mfpt_1d(lambda x: -x, lambda x: 1.0 + 0 * x, 0.0, c, 0.0)
+    assert abs(got - exact) < 1e-6 * exact
+    # vectorised in x0 and zero at the target
+    arr = escape.mfpt_1d(lambda x: -x, lambda x: 1.0 + 0 * x, np.array([0.0, 0.5, c]), c, 0.0)
+    assert arr.shape == (3,) and arr[0] > arr[1] > arr[2] == 0.0
+
+
+def test_mfpt_state_dependent_against_simulation():
+    # loss-scaled diffusion D = kappa (0.3 + (x^2 - 1)^2): quadrature vs Euler-Maruyama (the 1/D must be inside)
+    kappa = 0.6
+    drift = _dw
+
+    def factor(th):
+        return np.sqrt(2 * kappa) * jax.numpy.sqrt(0.3 + (th[0] ** 2 - 1) ** 2)[None, None]
+
+    sim = lambda k, th, n: sde.run_sde(k, drift, th, dt=0.005, n_steps=n, diffusion=factor, diffusion_kind="factor",
+                                       record_steps=np.arange(n + 1), lam_max=8.0)
+    m = 400
+    fe = escape.first_exit(jax.random.key(0), sim, -np.ones((m, 1), np.float32),
+                           lambda r: np.asarray(r.thetas[..., 0]) >= 1.0, n_steps=60_000, dt=0.005, segment=10_000)
+    assert fe.escaped.all()
+    pred = escape.mfpt_1d(lambda x: -4 * x * (x * x - 1), lambda x: kappa * (0.3 + (x * x - 1) ** 2), -1.0, 1.0, -3.0)
+    se = fe.times.std(ddof=1) / np.sqrt(m)
+    assert abs(fe.times.mean() - pred) < 4 * se, (fe.times.mean(), se, pred)
+    # the formula with 1/D outside the inner integral (a common slip) is far off
+    x = np.linspace(-3.0, 1.0, 40001)
+    Dx = kappa * (0.3 + (x * x - 1) ** 2)
+    Phi = integrate.cumulative_trapezoid(4 * x * (x * x - 1) / Dx, x, initial=0.0)
+    inner = integrate.cumulative_trapezoid(np.exp(-Phi), x, initial=0.0)
+    outer = np.exp(Phi) * inner / Dx
+    wrong = integrate.trapezoid(outer[x >= -1.0], x[x >= -1.0])
+    assert abs(fe.times.mean() - wrong) > 4 * se
+
+
+def test_censoring_exponential_mle_and_kaplan_meier():
+    rng = np.random.default_rng(1)
+    tau, m, horizon = 2.0, 4000, 1.5
+    t = rng.exponential(tau, m)
+    esc = t < horizon
+    tc = np.minimum(t, horizon)
+    fit = escape.exponential_mle(tc, esc)
+    assert abs(fit.mean_time - tau) < 4 * fit.mean_time_se
+    # averaging the censored times as if they had escaped is biased low, far beyond the error bar
+    assert tau - tc.mean() > 10 * fit.mean_time_se
+    km = escape.kaplan_meier(tc, esc)
+    i = np.searchsorted(km.t, 1.0)
+    assert abs(km.survival[i] - np.exp(-km.t[i] / tau)) < 4 * km.se[i]
+    assert np.all(np.diff(km.survival) <= 0)
+
+
+def test_first_exit_censors_and_matches_quadrature():
+    T, dt, m = 0.5, 0.01, 300
+    fe = escape.first_exit(jax.random.key(2), _sim_1d(_dw, T, dt), -np.ones((m, 1), np.float32),
+                           lambda r: np.asarray(r.thetas[..., 0]) >= 1.0, n_steps=800, dt=dt, segment=300)
+    assert (~fe.escaped).any() and fe.escaped.any()
+    assert np.all(fe.times[~fe.escaped] == fe.horizon) and np.all(fe.times[fe.escaped] <= fe.horizon)
+    fit = escape.exponential_mle(fe.times, fe.escaped)
+    pred = escape.mfpt_1d(lambda x: -4 * x * (x * x - 1), lambda x: T + 0 * x, -1.0, 1.0, -3.0)
+    # at Delta V / T = 2 the law is close to exponential; allow the MLE's 4 s.e.
+    assert abs(fit.mean_time - pred) < 4 * fit.mean_time_se, (fit, pred)
+    # segmenting does not change which trajectories are censored in distribution; same key -> same result
+    fe2 = escape.first_exit(jax.random.key(2), _sim_1d(_dw, T, dt), -np.ones((m, 1), np.float32),
+                            lambda r: np.asarray(r.thetas[..., 0]) >= 1.0, n_steps=800, dt=dt, segment=300)
+    assert np.array_equal(fe.steps, fe2.steps)
+
+
+def test_kramers_limit_of_quadrature():
+    ratios = np.array([8.0, 16.0, 32.0])
+    exact = np.array([escape.mfpt_1d(lambda x: -4 * x * (x * x - 1), lambda x: 1 / r + 0 * x, -1.0, 1.0, -3.0)
+                      for r in ratios])
+    kr = escape.kramers_time(8.0, -4.0, 1.0, 1 / ratios)
+    rel = exact / kr - 1
+    assert np.all(np.diff(rel) < 0) and rel[-1] < 0.02
+    # relative correction O(T / dV): halves when the barrier doubles
+    assert abs(rel[1] / rel[2] - 2) < 0.3
+
+
+def test_eyring_kramers_reduces_and_transforms():
+    Hm, Hs = np.diag([8.0, 2.0]), np.diag([-4.0, 2.0])
+    base = escape.eyring_kramers_time(Hm, Hs, 1.0, 0.25)
+    # separable V: the 2-D law is the 1-D Kramers law
+    assert abs(base - escape.kramers_time(8.0, -4.0, 1.0, 0.25)) < 1e-9 * base
+    # commuting D = diag(d, .): time divided by d; a transverse drift with jac given reproduces the reversible value
+    assert abs(escape.eyring_kramers_time(Hm, Hs, 1.0, 0.25, D=np.diag([0.5, 3.0])) - base / 0.5) < 1e-9 * base
+    D = np.array([[1.2, 0.4], [0.4, 0.7]])
+    rev = escape.eyring_kramers_time(Hm, Hs, 1.0, 0.25, D=D)
+    assert abs(escape.eyring_kramers_time(Hm, Hs, 1.0, 0.25, jac_saddle=-D @ Hs) - rev) < 1e-9 * rev
+    # a transverse drift -J grad V speeds the unstable direction up: shorter time
+    J = np.array([[0.0, 1.0], [-1.0, 0.0]])
+    assert escape.eyring_kramers_time(Hm, Hs, 1.0, 0.25, jac_saddle=-(np.eye(2) + J) @ Hs) < base
+
+
+def test_power_law_time_is_the_asymptote_of_the_quadrature():
+    for kappa in (0.05, 0.02):
+        q = escape.mfpt_1d(lambda x: -4 * x * (x * x - 1), lambda x: kappa * (0.1 + (x * x - 1) ** 2), -1.0, 1.0, -3.0)
+        p = escape.power_law_time(8.0, -4.0, 0.1, 1.1, kappa)
+        assert abs(q / p - 1) < 3 * kappa, (kappa, q / p)
+
+
+def test_levy_constant_and_exit_law():
+    for a in (0.7, 1.3, 1.8):
+        c = escape.stable_levy_constant(a, 1.0)
+        head = integrate.quad(lambda y: (1 - np.cos(y)) * y ** (-1 - a), 0, 40 * np.pi, limit=400)[0]
+        tail = (40 * np.pi) ** -a / a - integrate.quad(lambda y: y ** (-1 - a), 40 * np.pi, np.inf, weight="cos", wvar=1.0)[0]
+        assert abs(2 * c * (head + tail) - 1) < 1e-6
+    # width, not depth; eps^-alpha
+    t1 = escape.levy_exit_time(1.5, 0.1, 1.0, 1.0)
+    assert abs(escape.levy_exit_time(1.5, 0.2, 1.0, 1.0) / t1 - 2 ** -1.5) < 1e-12
+    assert escape.levy_exit_time(1.5, 0.1, 2.0, 2.0) / t1 == pytest.approx(2 ** 1.5)
+    assert escape.levy_exit_time(1.5, 0.1, 1.0, np.inf) == pytest.approx(2 * t1)
+
+
+def test_levy_exit_against_simulation():
+    alpha, eps, dt, m = 1.5, 0.2, 0.04, 300
+
+    def drift(th):
+        return -np.pi / 2 * jax.numpy.sin(np.pi * th)
+
+    sim = lambda k, th, n: sde.run_sde(k, drift, th, dt=dt, n_steps=n, diffusion=eps,
+                                       noise=sde.stable_driver(alpha, "independent"), record_steps=np.arange(n + 1),
+                                       lam_max=5.0, on_divergence="ignore", max_growth=None)
+    pred = escape.levy_exit_time(alpha, eps, 1.0, 1.0)
+    fe = escape.first_exit(jax.random.key(3), sim, np.zeros((m, 1), np.float32),
+                           lambda r: np.abs(np.asarray(r.thetas[..., 0])) >= 1.0, n_steps=int(2 * pred / dt), dt=dt,
+                           segment=2000)
+    fit = escape.exponential_mle(fe.times, fe.escaped)
+    assert abs(fit.mean_time - pred) < 4 * fit.mean_time_se, (fit, pred)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: escape.mfpt_1d(lambda x: -x, lambda x: 1 + 0 * x, 0.0, -1.0, 0.0), "target must be > lower"),
+    (lambda: escape.mfpt_1d(lambda x: -x, lambda x: 0 * x, 0.5, 1.0, 0.0), "diffusion must be > 0"),
+    (lambda: escape.mfpt_1d(lambda x: -x, lambda x: 1 + 0 * x, 2.0, 1.0, 0.0), "x0 must lie in"),
+    (lambda: escape.mfpt_1d(lambda x: -x, 1.0, 0.5, 1.0, 0.0), "vectorised callables"),
+    (lambda: escape.kramers_time(-1.0, -4.0, 1.0, 0.2), "curv_min must be > 0"),
+    (lambda: escape.kramers_time(8.0, 0.0, 1.0, 0.2), "curv_saddle must be nonzero"),
+    (lambda: escape.kramers_time(8.0, -4.0, 1.0, 0.0), "temperature must be > 0"),
+    (lambda: escape.eyring_kramers_time(np.eye(2), np.diag([-1.0, -1.0]), 1.0, 0.2), "exactly one negative"),
+    (lambda: escape.eyring_kramers_time(np.diag([1.0, -1.0]), np.diag([-1.0, 1.0]), 1.0, 0.2), "H_min must be positive"),
+    (lambda: escape.eyring_kramers_time(np.eye(2), np.diag([-1.0, 1.0]), 1.0, 0.2, jac_saddle=np.eye(2)), "exactly one positive"),
+    (lambda: escape.power_law_time(8.0, -4.0, 1.0, 0.5, 0.1), "0 < loss_min < loss_saddle"),
+    (lambda: escape.levy_exit_time(2.0, 0.1, 1.0, 1.0), "alpha must be in"),
+    (lambda: escape.levy_exit_time(1.5, 0.1, np.inf, np.inf), "at least one side"),
+    (lambda: escape.exponential_mle([1.0, 2.0], np.array([False, False])), "at least one exit"),
+    (lambda: escape.exponential_mle([1.0, -2.0], np.array([True, False])), "times must be >= 0"),
+    (lambda: escape.kaplan_meier([1.0, 2.0], [1, 0]), "escaped must be a bool array"),
+    (lambda: escape.first_exit(jax.random.key(0), None, np.zeros((2, 1)), lambda r: r, n_steps=5, dt=0.1), "simulate must be"),
+    (lambda: escape.first_exit(jax.random.key(0), _sim_1d(_dw, 0.5, 0.01), np.zeros((2, 1), np.float32),
+                               lambda r: np.zeros(3), n_steps=5, dt=0.01), "exited\\(result\\) must return a bool array"),
+    (lambda: escape.first_exit(jax.random.key(0), _sim_1d(_dw, 0.5, 0.01), np.zeros(2), lambda r: r, n_steps=5, dt=0.1), "theta0 must have 2"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
