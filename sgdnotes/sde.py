@@ -34,6 +34,7 @@ import numpy as np
 from . import _validate as v
 from .ensemble import (
     EnsembleResult,
+    default_block,
     check_chunking,
     check_flag,
     check_growth,
@@ -366,7 +367,7 @@ def run_sde(
     chunk_steps: int | None = None,
     progress=False,
     max_growth: float | None = 1e6,
-    block_size: int = 256,
+    block_size: int | None = None,
 ) -> EnsembleResult:
     """Euler--Maruyama ensemble for ``d theta = drift(theta) dt + G(theta) dZ``.
 
@@ -396,8 +397,9 @@ def run_sde(
         mesh, chunk_steps, progress, max_growth: sharding over devices, chunking, progress bar and Ctrl-C,
             divergence by growth, as in
             :func:`sgdnotes.sgd.run_sgd` (results bit-identical whatever their values).
-        block_size: trajectories computed together (blocks run one after another); results do not depend
-            on the number of devices or on chunking, and only at float round-off on block_size.
+        block_size: trajectories computed together (blocks run one after another); None (default): 256 on
+            CPUs, all of a device's trajectories on a GPU (:func:`sgdnotes.ensemble.default_block`). Results
+            do not depend on the number of devices or on chunking, and only at float round-off on block_size.
 
     A RuntimeWarning is given up front when ``dt * lambda_max >= 2`` (lambda_max: ``lam_max`` or the
     largest real part of the eigenvalues of -d(drift)/d(theta) at theta0, for d <= 400).
@@ -424,8 +426,8 @@ def run_sde(
         lam_max = v.positive_float("lam_max", lam_max)
     check_chunking(chunk_steps, progress)
     max_growth = check_growth(max_growth)
-    block_size = v.positive_int("block_size", block_size, 1)
     mesh = resolve_mesh(mesh)
+    block_size = default_block(block_size, m, mesh, 256)
     check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=observe is not None,
                  stats=stats, aux_per_traj=16, mesh=mesh)
     th0, m = check_initial(th0_a, m)
@@ -708,7 +710,7 @@ def _gaussian_factor(loss_fn):
 
 
 def _run_factor(key, loss_fn, theta0, args, *, n_trajectories, order, driver, substeps, n_steps, steps,
-                record_params, record_loss, stats, burn_in, mesh, chunk_steps, progress, max_growth, block_size=16):
+                record_params, record_loss, stats, burn_in, mesh, chunk_steps, progress, max_growth, block_size=None):
     """run_sgd_sde's Gaussian/stable drivers: :func:`_simulate_factor` through the chunked, sharded driver
     :func:`sgdnotes.ensemble.run_chunks` (steps count Euler--Maruyama steps there; SGD steps here)."""
     theta0_a, m, d = initial_shape(theta0, n_trajectories)
@@ -718,6 +720,7 @@ def _run_factor(key, loss_fn, theta0, args, *, n_trajectories, order, driver, su
     check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=record_loss, stats=stats,
                  aux_per_traj=8, mesh=mesh)
     th0, m = check_initial(theta0_a, m)
+    block_size = default_block(block_size, m, mesh, 16)
     X, Y, eta, scale = args
     M, K = substeps, n_steps
     dt = eta / M

@@ -12,7 +12,8 @@ Randomness: trajectory i uses ``trajectory_keys(key, m)[i]``; its batch at step 
 of (that key, k) -- :func:`batch_indices`, the single definition the simulator itself evaluates -- so
 an SDE can be driven by the same batches (coupled runs), and the same key gives bit-identical output.
 
-Speed (DESIGN.md section 8): trajectories run in blocks of ``block_size`` (default 16) with the
+Speed (DESIGN.md section 8): trajectories run in blocks of ``block_size`` (16 on CPUs, one block per
+device on a GPU: :func:`sgdnotes.ensemble.default_block`) with the
 trajectory axis last, and the batch gradient of the known losses (``models.linreg_loss``,
 ``functools.partial(models.dln2_loss, dims=...)``) is computed by hand-written vectorised formulas
 (the two-layer network from the batch means of x x^T and y x^T); any other per-sample loss uses
@@ -33,6 +34,7 @@ from . import _validate as v
 from . import models
 from .ensemble import (
     MAX_STEPS,
+    default_block,
     EnsembleResult,
     check_chunking,
     check_flag,
@@ -369,7 +371,7 @@ def run_sgd(
     on_divergence: str = "raise",
     lam_max: float | None = None,
     batch_grad="auto",
-    block_size: int = 16,
+    block_size: int | None = None,
     mesh=None,
     chunk_steps: int | None = None,
     progress=False,
@@ -413,7 +415,8 @@ def run_sgd(
             ``g(theta (d, b), xb (d_in, B, b), yb (d_out, B, b)) -> (d, b)`` returning the batch-mean
             gradient of b trajectories at once (trajectory axis last; a stable object).
         block_size: trajectories simulated together (trajectory axis last; blocks run one after
-            another). 16 suits AVX-512 CPUs; results do not depend on it.
+            another). None (default): 16 on CPUs (suits AVX-512), all of a device's trajectories on a GPU
+            (:func:`sgdnotes.ensemble.default_block`); results do not depend on it.
         mesh: None (default): shard the trajectories over all ``jax.devices()`` when there are several;
             False: one device; or a one-axis ``jax.sharding.Mesh``. Results are bit-identical to one device.
         chunk_steps: at most this many steps per compiled call (default: about 2**23 / m); results do not
@@ -452,7 +455,8 @@ def run_sgd(
     steps = check_record_steps(record_steps, K)
     record_params = check_flag("record_params", record_params)
     record_loss = check_flag("record_loss", record_loss)
-    block_size = v.positive_int("block_size", block_size, 1)
+    if block_size is not None:
+        block_size = v.positive_int("block_size", block_size, 1)
     if lam_max is not None:
         lam_max = v.positive_float("lam_max", lam_max)
     check_chunking(chunk_steps, progress)
@@ -461,6 +465,7 @@ def run_sgd(
     check_memory(m, d, n_records=steps.size, record_params=record_params, record_loss=record_loss, stats=stats,
                  aux_per_traj=4 * (d + 2 + (n if sampling == "epoch" else 0)), mesh=mesh)
     theta0_m, m = check_initial(theta0_a, m)
+    block_size = default_block(block_size, m, mesh, 16)
     schedule = None
     if callable(eta):
         schedule = eta

@@ -283,3 +283,20 @@ def test_determinism_across_processes_block_sizes_and_counts():
     assert runs[0] == runs[1]
     h = eval(runs[0])  # noqa: S307  our own output
     assert h[0] == h[1] == h[2]  # first 5 trajectories: same whatever m and block_size
+
+
+def test_default_block_cpu_and_accelerator():
+    """Blocks of the CPU default on CPUs; one block per device (capped) on an accelerator; explicit sizes kept."""
+    import types
+
+    from sgdnotes.ensemble import ACCEL_BLOCK, default_block
+
+    assert default_block(None, 1000, None, 16) == 16  # the test machine's devices are CPUs
+    assert default_block(7, 1000, None, 16) == 7
+    gpu = types.SimpleNamespace(platform="gpu")
+    mesh = types.SimpleNamespace(devices=np.array([gpu, gpu], dtype=object))
+    assert default_block(None, 1001, mesh, 16) == 501  # ceil(1001 / 2) trajectories per device, one block
+    assert default_block(None, 10 * ACCEL_BLOCK, types.SimpleNamespace(devices=np.array([gpu], dtype=object)),
+                         16) == ACCEL_BLOCK
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        default_block(0, 10, None, 16)
