@@ -25,6 +25,7 @@ from pathlib import Path
 
 _LITERAL = re.compile(r"(``.+?``|:[\w:]+:`[^`]+`)", re.S)  # literals and roles pass through
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Attributes|Fields|Keyword Args):\s*$")
+_TABLE_BORDER = re.compile(r"^\s*=+(\s+=+)+\s*$")
 _SPECIAL = re.compile(r"([|*`\\]|_(?=\W|$))")
 
 
@@ -36,6 +37,11 @@ def _escape(text: str) -> str:
 def _plain_docstring(app, what, name, obj, options, lines):
     if not name.startswith("sgdnotes"):
         return
+    # a reST simple table (rows between "=====  =====" borders) is kept verbatim as a literal block
+    borders = [i for i, line in enumerate(lines) if _TABLE_BORDER.match(line)]
+    if len(borders) >= 2:
+        a, b = borders[0], borders[-1]
+        lines[a:b + 1] = ["::", ""] + ["    " + line for line in lines[a:b + 1]] + [""]
     # split into paragraphs of prose and indented blocks
     segments: list[tuple[str, list[str]]] = []
     for line in lines:
