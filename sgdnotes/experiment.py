@@ -12,18 +12,20 @@ the noise alone. Each setting is simulated by the book's one SGD core and one SD
 ``langevin``   isotropic Gaussian SDE, ``G = sqrt(eta tr Sigma_emp(theta) / (B d)) I`` (same trace as SGD's
                noise, no anisotropy; ``sde.run_sde``)
 ``anisotropic``  Gaussian SDE with ``eta/B Sigma_emp(theta)`` (``sde.run_sgd_sde``, order 1)
-``refined``    anisotropic elliptical alpha-stable SDE: ``alpha`` and the scale ``c`` fitted to SGD's own
-               gradient noise (:func:`fit_noise`), increments ``c eta^(1/2 - 1/alpha) sqrt(eta/B) Sigma_emp^(1/2)
-               dL^alpha`` so that one step of length eta carries ``c eta Sigma^(1/2) sqrt(W) z / sqrt(B)``, SGD's
-               own step noise in the elliptical model (the factor-form path of ``sde.run_sgd_sde`` with
-               ``sde.stable_driver(alpha)``, its noise scale set to ``c^2 eta^(1 - 2/alpha) eta / B``)
+``refined``    anisotropic elliptical alpha-stable SDE: ``alpha`` from the block estimator on SGD's own
+               gradient noise (:func:`fit_noise`), increments ``eta^(1/2 - 1/alpha) sqrt(eta/B) Sigma_emp^(1/2)
+               dL^alpha`` so that one step of length eta carries ``eta Sigma^(1/2) sqrt(W) z / sqrt(B)``: SGD's
+               own covariance factor driven by the unit elliptical stable law (scale c = 1 on the factor;
+               ``sde.run_sgd_sde`` with ``noise=sde.stable_driver(alpha)``, ``noise_scale = eta^(1/2 - 1/alpha)``).
+               Divergent trajectories are kept as NaN and counted, not raised
 ``modified``   the second-order stochastic modified equation of chapter 2 (``run_sgd_sde(order=2)``)
 =============  ======================================================================================
 
 Time is ``t = eta k`` everywhere (Euler--Maruyama with ``dt = eta``). :func:`run_setting` records
 every model at the same steps and keeps three snapshots chosen on SGD's mean loss (``early``: 2 % of the
 loss decrease done, on the first plateau for a small start; ``mid``: 50 %, between transitions for a small
-start; ``end``: the last step);
+start; where that is within two records of ``early`` -- a large start, whose loss falls at once -- ``mid`` is
+halfway between ``early`` and the end in steps; ``end``: the last step);
 :func:`compare` turns them into distances with bootstrap intervals. :func:`run_grid` runs a list of
 settings (the chapter's grid is :func:`default_grid`), and ``python -m sgdnotes.experiment`` runs it at
 any size from the command line, sharded over all devices by the simulation core, with a progress bar,
@@ -139,51 +141,34 @@ def make_problem(key, setting: Setting) -> Problem:
 # The noise models
 
 
-def per_sample_grads(theta, X, Y, dims):
-    """Per-sample gradients of the two-layer network in closed form, (n, d) in the theta = [vec W1; vec W2] order.
-
-    With r_i = W2 W1 x_i - y_i and h_i = W1 x_i: grad_W1 = 2 W2^T r_i x_i^T, grad_W2 = 2 r_i h_i^T
-    (Fortran-order vec); equal to ``noise.per_sample_grads`` with ``dln2_loss`` (tests/test_experiment.py),
-    without autodiff, for the per-step diffusion factors below.
-    """
-    W1, W2 = models.dln_unpack(theta, dims)
-    Hh = X @ W1.T  # (n, d1)
-    R = Hh @ W2.T - Y  # (n, d2)
-    n = X.shape[0]
-    g1 = 2.0 * jnp.einsum("na,nb->nba", R @ W2, X).reshape(n, -1)
-    g2 = 2.0 * jnp.einsum("nc,na->nac", R, Hh).reshape(n, -1)
-    return jnp.concatenate([g1, g2], axis=1)
-
-
 @functools.lru_cache(maxsize=None)
 def _sde_fns(dims):
-    """drift(theta, X, Y, scale) = -grad L_n; isotropic factor sqrt(scale tr Sigma_emp(theta) / d) I (d, d);
-    anisotropic factor sqrt(scale / n) C(theta)^T (d, n), C the centred per-sample gradients (stable objects)."""
+    """drift(theta, X, Y, scale) = -grad L_n; isotropic factor sqrt(scale tr Sigma_emp(theta) / d) I (d, d)
+    (stable objects, so compiled code is reused)."""
+    loss_fn = _loss_fn(dims)
 
     def drift(theta, X, Y, scale):
         return dln.dln_drift(theta, X, Y, dims=dims)
 
     def iso_factor(theta, X, Y, scale):
-        G = per_sample_grads(theta, X, Y, dims)
+        G = noise.per_sample_grads(loss_fn, theta, X, Y)
         C = G - G.mean(axis=0)
         tr = jnp.sum(C * C) / X.shape[0]  # tr Sigma_emp(theta)
         d = theta.shape[0]
         return jnp.sqrt(scale * tr / d) * jnp.eye(d, dtype=theta.dtype)
 
-    def aniso_factor(theta, X, Y, scale):
-        G = per_sample_grads(theta, X, Y, dims)
-        return jnp.sqrt(scale / X.shape[0]) * (G - G.mean(axis=0)).T
-
-    return drift, iso_factor, aniso_factor
+    return drift, iso_factor
 
 
 class NoiseFit(NamedTuple):
     """SGD's gradient noise along the top eigenvector u of Sigma_emp, whitened: ``u.xi / sqrt(u.Sigma u / B)``."""
 
-    alpha_hill: float  # Hill estimate of the tail index of the whitened projection
+    alpha_hill: float  # Hill estimate of the tail index of the whitened projection ("is there a power-law tail?")
     alpha_se: float
-    alpha: float  # min(alpha_hill, 2): the index the refined SDE uses
-    scale: float  # c: median |projection| / median |unit-time elliptical stable coordinate|
+    alpha_block: float  # block-sum estimate (stable.block_tail_index), the literature's stable-fit estimator
+    alpha_block_se: float
+    alpha: float  # min(alpha_block, 2): the index the refined SDE uses
+    scale_median: float  # median |projection| / median |unit elliptical stable coordinate at alpha| (diagnostic)
     kurtosis: float  # excess kurtosis of the projection (0 for Gaussian noise)
     n_samples: int
 
@@ -201,7 +186,9 @@ def fit_noise(key, problem: Problem, thetas, batch_size: int, n_batches: int = 2
 
     thetas (m', d): points of the SGD ensemble; at each, ``n_batches`` batch gradients (``noise.batch_gradients``,
     SGD's batch law) give ``xi = g_B - g_n``, projected on the top eigenvector of ``Sigma_emp`` and whitened.
-    The pooled projections give ``stable.hill_estimator`` (tail index) and the scale by matching medians.
+    The pooled projections give ``stable.hill_estimator`` and ``stable.block_tail_index`` (tail index; the
+    refined SDE uses the block estimate, capped at 2) and, as a diagnostic, the scale that would match
+    their median absolute value to the driver's.
     """
     v.key("key", key)
     thetas = v.array("thetas (m', d)", thetas, ndim=2, nonempty=True)
@@ -223,10 +210,11 @@ def fit_noise(key, problem: Problem, thetas, batch_size: int, n_batches: int = 2
         v.fail("fit_noise needs a point with nonzero gradient noise", thetas)
     x = np.concatenate(proj)
     h = stable.hill_estimator(x)
-    alpha = float(min(h.alpha, 2.0))
+    b = stable.block_tail_index(x)
+    alpha = float(min(b.alpha, 2.0))
     c = float(np.median(np.abs(x))) / _median_abs_stable(jax.random.fold_in(key, 10**6), alpha)
     kurt = float(np.mean((x - x.mean()) ** 4) / np.var(x) ** 2 - 3.0)
-    return NoiseFit(float(h.alpha), float(h.se), alpha, c, kurt, int(x.size))
+    return NoiseFit(float(h.alpha), float(h.se), float(b.alpha), float(b.se), alpha, c, kurt, int(x.size))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +225,8 @@ def simulate(key, model: str, setting: Setting, problem: Problem, n_trajectories
              mesh=None, progress=False):
     """Run one model of one setting; returns its recorded parameters (r, m, d) at ``record_every`` steps.
 
-    model: one of :data:`MODELS` (``"refined"`` needs ``fit``). Divergent trajectories raise.
+    model: one of :data:`MODELS` (``"refined"`` needs ``fit``). Divergent trajectories raise, except for the
+    refined model, whose divergent trajectories are NaN from their first non-finite record on.
     """
     v.key("key", key)
     v.one_of("model", model, set(MODELS))
@@ -250,7 +239,7 @@ def simulate(key, model: str, setting: Setting, problem: Problem, n_trajectories
     if model in ("sgd", "sgd_floor"):
         res = sgd.run_sgd(key, loss_fn, th0, X, Y, **opt, **kw)
     elif model == "langevin":
-        drift, iso, _ = _sde_fns(s.dims)
+        drift, iso = _sde_fns(s.dims)
         res = sde.run_sde(key, drift, th0, dt=s.eta, n_steps=s.n_steps, diffusion=iso, diffusion_kind="factor",
                           args=(X, Y, jnp.float32(s.eta / s.batch_size)), **kw)
     elif model == "anisotropic":
@@ -260,19 +249,16 @@ def simulate(key, model: str, setting: Setting, problem: Problem, n_trajectories
     else:
         if not isinstance(fit, NoiseFit):
             v.fail("the refined model must be given fit=fit_noise(...)", fit)
-        # sde.run_sgd_sde's factor-form fast path (chapter 2) with the fitted scale: its noise weight is
-        # dt^(1/alpha) sqrt(scale / n), so scale = c^2 eta^(1 - 2/alpha) eta / B gives one step of
-        # c eta Sigma^(1/2) sqrt(W) z / sqrt(B)
+        # one step carries eta Sigma^(1/2) sqrt(W) z / sqrt(B): increments dt^(1/alpha) with dt = eta
         a = round(fit.alpha, 4)
-        driver = None if a >= 2.0 else sde.stable_driver(a, "elliptical")
-        scale = fit.scale**2 * s.eta ** (1.0 - 2.0 / a) * s.eta / s.batch_size
-        args = (jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32), jnp.float32(s.eta), jnp.float32(scale))
-        res = sde._run_factor(key, loss_fn, th0, args, n_trajectories=m, order=1, driver=driver, substeps=1,
-                              n_steps=s.n_steps, steps=rec, record_params=True, record_loss=False, stats=None,
-                              burn_in=0, mesh=mesh, chunk_steps=None, progress=progress, max_growth=None)
-        if np.any(res.diverged_step >= 0):
-            raise DivergenceError(f"refined SDE: {int(np.sum(res.diverged_step >= 0))} of {m} trajectories became "
-                                  f"non-finite (alpha = {a}, c = {fit.scale:.3g})")
+        drv = None if a >= 2.0 else sde.stable_driver(a, "elliptical")
+        res = sde.run_sgd_sde(key, loss_fn, th0, X, Y, order=1, noise=drv, noise_scale=s.eta ** (0.5 - 1.0 / a),
+                              on_divergence="ignore", **opt, **kw)
+        th = np.array(res.thetas)
+        bad = res.diverged_step >= 0
+        for i in np.nonzero(bad)[0]:  # NaN from the first record at or after the divergence
+            th[rec >= res.diverged_step[i], i] = np.nan
+        return th
     return np.asarray(res.thetas)
 
 
@@ -345,6 +331,7 @@ class SettingResult(NamedTuple):
     n_trajectories: int
     msd_lags: np.ndarray  # lags (SGD steps) of the mean squared displacement over the second half of the run
     msd: dict  # "flat" / "stiff" -> (len(msd_lags),) SGD's mean squared displacement in those directions (end basis)
+    n_diverged: int  # refined-model trajectories that diverged (NaN in its records; left out of its distances)
 
 
 def run_setting(key, setting: Setting, n_trajectories: int, *, mesh=None, progress=False, fit_points: int = 8,
@@ -371,13 +358,15 @@ def run_setting(key, setting: Setting, n_trajectories: int, *, mesh=None, progre
         seconds[name] = time.perf_counter() - t0
         if on_model is not None:
             on_model(name)
-    mean_loss = {name: np.asarray(full_loss(p), np.float64).mean(axis=1) for name, p in paths.items()}
+    mean_loss = {name: np.nanmean(np.asarray(full_loss(p), np.float64), axis=1) for name, p in paths.items()}
     L = mean_loss["sgd"]
     drop = L[0] - L[-1]
     snap = {}
     for tname, f in zip(TIMES[:2], _TIME_FRACTIONS):
         snap[tname] = int(np.argmax(L[0] - L >= f * drop)) if drop > 0 else len(steps) // 2
     snap["end"] = len(steps) - 1
+    if snap["mid"] - snap["early"] < 2:  # a loss that falls at once (large start): mid halfway to the end
+        snap["mid"] = (snap["early"] + snap["end"]) // 2
     # eta * lambda_max along SGD's path (the ensemble mean point), for the edge-of-stability question
     centers = paths["sgd"].mean(axis=1)
     lam = np.linalg.eigvalsh(np.asarray(_hessians(s.dims)(jnp.asarray(centers, jnp.float32), prob.X, prob.Y),
@@ -404,7 +393,8 @@ def run_setting(key, setting: Setting, n_trajectories: int, *, mesh=None, progre
                 q = half @ U  # (R', m, k)
                 msd[bname] = np.array([np.mean(np.sum((q[l:] - q[:-l]) ** 2, axis=-1)) for l in lags])
     return SettingResult(s, steps, mean_loss, {t: int(steps[j]) for t, j in snap.items()}, obs, fit,
-                         s.eta * lam, flat_ratio, n_stiff, seconds, m, lags * s.record_every, msd)
+                         s.eta * lam, flat_ratio, n_stiff, seconds, m, lags * s.record_every, msd,
+                         int(np.sum(np.any(np.isnan(paths["refined"][:, :, 0]), axis=0))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,21 +417,28 @@ class Comparison(NamedTuple):
     bandwidth: float
 
 
-def _mmd_stats(blocks, W):
+def _mmd_stats(blocks, W, keep=None):
     """Unbiased MMD^2 from Gram blocks (K_aa, K_bb, K_ab) (m, m) for each row of resampling counts
-    W (R, m) (a row of ones: the sample itself); pairs repeating one original index are dropped from the
-    within-sample sums. -> (R,)."""
+    W (R, m) (a row of ones: the sample itself); keep (m,) bool: the rows of sample b that count (the
+    others -- diverged trajectories -- get weight 0). -> (R,).
+
+    Within-sample sums drop the pairs that repeat one original index (the diagonal of the resampled Gram
+    matrix, with multiplicity): for a row of ones this is exactly ``distances.mmd2``; on a bootstrap
+    resample it is the U-statistic over distinct original indices, not the V-type statistic that
+    ``stats.bootstrap`` of ``distances.mmd2`` would compute (which counts repeated points as pairs at
+    distance 0 and is biased by O(1/m)); tests/test_experiment.py checks both against an explicit loop."""
     Kaa, Kbb, Kab = blocks
-    m2 = W.sum(axis=1) ** 2
-    n_off = m2 - np.sum(W * W, axis=1)
-    within = lambda K_: (np.einsum("ri,ri->r", W @ K_, W) - (W * W) @ np.diag(K_)) / n_off
-    return within(Kaa) + within(Kbb) - 2 * np.einsum("ri,ri->r", W @ Kab, W) / m2
+    Wb = W if keep is None else W * keep
+    n_off = lambda W_: W_.sum(axis=1) ** 2 - np.sum(W_ * W_, axis=1)
+    within = lambda K_, W_: (np.einsum("ri,ri->r", W_ @ K_, W_) - (W_ * W_) @ np.diag(K_)) / n_off(W_)
+    return within(Kaa, W) + within(Kbb, Wb) - 2 * np.einsum("ri,ri->r", W @ Kab, Wb) / (W.sum(axis=1) * Wb.sum(axis=1))
 
 
 def compare(key, samples: dict, n_boot: int = 200, w2_max: int = 512) -> Comparison:
     """Distances to ``samples["sgd"]`` of every model in :data:`COMPARED` for one observable.
 
-    samples: model -> (m, k), all with the same m. The Gaussian-kernel bandwidth is the median heuristic of
+    samples: model -> (m, k), all with the same m; rows with NaN (a model's diverged trajectories) are left
+    out of that model's distances (and of its W2). The Gaussian-kernel bandwidth is the median heuristic of
     ``sgd`` pooled with ``sgd_floor`` (one bandwidth for all models, so their MMD^2 are comparable).
     The bootstrap resamples trajectory indices jointly, as ``stats.bootstrap`` does (the ensembles are
     independent, so the tuples (x_i, y_i, ...) are i.i.d.), vectorised over replicates through resampling
@@ -457,14 +454,17 @@ def compare(key, samples: dict, n_boot: int = 200, w2_max: int = 512) -> Compari
     if any(np.shape(samples[name]) != x.shape for name in COMPARED):
         v.fail(f"every model's samples must have the shape of sgd's {x.shape}", {k: np.shape(a) for k, a in samples.items()})
     h = distances.median_bandwidth(x, samples["sgd_floor"])
-    Z = np.concatenate([x] + [np.asarray(samples[name], np.float64) for name in COMPARED])
+    keep = {name: np.all(np.isfinite(np.asarray(samples[name], np.float64)), axis=1) for name in COMPARED}
+    if not np.all(np.isfinite(x)) or not all(k_.sum() >= 2 for k_ in keep.values()):
+        v.fail("sgd's samples must be finite and every model must keep >= 2 finite rows", {k_: int(a.sum()) for k_, a in keep.items()})
+    Z = np.concatenate([x] + [np.nan_to_num(np.asarray(samples[name], np.float64)) for name in COMPARED])
     K = np.exp(-distances._sqdist(Z, Z) / (2 * h * h))
     Kxx = K[:m, :m]
     blocks = {name: (Kxx, K[m * (1 + i):m * (2 + i), m * (1 + i):m * (2 + i)], K[:m, m * (1 + i):m * (2 + i)])
               for i, name in enumerate(COMPARED)}
 
     def stat(W):  # (R, m) counts -> (R, len(COMPARED) + len(PAIRS))
-        d = {name: _mmd_stats(blocks[name], W) for name in COMPARED}
+        d = {name: _mmd_stats(blocks[name], W, keep[name]) for name in COMPARED}
         return np.stack([d[name] for name in COMPARED] + [d[a] - d[b] for a, b in PAIRS], axis=1)
 
     # the resampling of stats.bootstrap (uniform indices from the key), vectorised over the replicates
@@ -477,7 +477,7 @@ def compare(key, samples: dict, n_boot: int = 200, w2_max: int = 512) -> Compari
     lo, hi = np.quantile(reps, [0.025, 0.975], axis=0)
     nm = len(COMPARED)
     sub = slice(0, min(m, w2_max))
-    w2 = {name: distances.w2(x[sub], samples[name][sub]) for name in COMPARED}
+    w2 = {name: distances.w2(x[sub], np.asarray(samples[name])[sub][keep[name][sub]]) for name in COMPARED}
     keys = [f"{a}-{b}" for a, b in PAIRS]
     return Comparison(dict(zip(COMPARED, map(float, est[:nm]))), dict(zip(COMPARED, map(float, se[:nm]))),
                       dict(zip(keys, map(float, est[nm:]))), dict(zip(keys, map(float, se[nm:]))),
@@ -537,7 +537,7 @@ def save_results(path, grid: dict, meta: dict | None = None) -> None:
     arrays, info = {}, {"meta": meta or {}, "settings": [], "comparisons": {}}
     for r in grid["results"]:
         s = r.setting
-        info["settings"].append(dict(setting=s._asdict(), snap_steps=r.snap_steps, fit=r.fit._asdict(),
+        info["settings"].append(dict(setting=s._asdict(), snap_steps=r.snap_steps, fit=r.fit._asdict(), n_diverged=r.n_diverged,
                                      flat_ratio=r.flat_ratio, n_stiff=r.n_stiff, seconds=r.seconds,
                                      n_trajectories=r.n_trajectories))
         arrays[f"{s.name}/steps"] = r.steps
@@ -582,7 +582,7 @@ def main(argv=None) -> int:
                                             "equation on two-layer linear networks (the book's chapter 9 grid).")
     p.add_argument("--trajectories", type=int, default=256, help="trajectories per model and setting (default 256)")
     p.add_argument("--width", type=int, default=4, help="hidden width d1 (default 4)")
-    p.add_argument("--steps", type=int, default=None, help="SGD steps per run (default: the chapter's 1500)")
+    p.add_argument("--steps", type=int, default=None, help="SGD steps per run (default: the chapter's 1000)")
     p.add_argument("--settings", default="all",
                    help="comma-separated setting names (small-gaussian, small-student_t, large-gaussian, "
                         "large-student_t) or 'all'")

@@ -592,6 +592,7 @@ def run_sgd_sde(
     chunk_steps: int | None = None,
     progress=False,
     max_growth: float | None = 1e6,
+    noise_scale: float = 1.0,
 ) -> EnsembleResult:
     """Ensemble of an SDE model of SGD on ``L_n = mean_i loss_fn(theta, x_i, y_i)`` (chapter 2).
 
@@ -641,8 +642,10 @@ def run_sgd_sde(
     check_steps("n_steps", K, M)
     record_loss = check_flag("record_loss", record_loss)
     record_params = check_flag("record_params", record_params)
-    if driver == "minibatch" and (M != 1 or noise is not None):
-        v.fail("the minibatch driver uses SGD's own batches: it needs substeps=1 and noise=None", substeps)
+    noise_scale = v.positive_float("noise_scale (factor on the driving noise)", noise_scale)
+    if driver == "minibatch" and (M != 1 or noise is not None or noise_scale != 1.0):
+        v.fail("the minibatch driver uses SGD's own batches: it needs substeps=1, noise=None and noise_scale=1",
+               (substeps, noise_scale))
     if noise is not None and not callable(noise):
         v.fail("noise must be a callable noise(key, shape, dt) -> increments", noise)
     if not callable(loss_fn):
@@ -662,7 +665,8 @@ def run_sgd_sde(
     fpc = 1.0 if sampling == "with_replacement" else (n - B) / max(n - 1, 1)
     drift, cov, factor = _sgd_model_fns(loss_fn, order)
     dtype = jnp.result_type(jnp.asarray(theta0).dtype, jnp.float32)
-    args = (jnp.asarray(X, dtype), jnp.asarray(Y, dtype), jnp.asarray(eta, dtype), jnp.asarray(eta * fpc / B, dtype))
+    args = (jnp.asarray(X, dtype), jnp.asarray(Y, dtype), jnp.asarray(eta, dtype),
+            jnp.asarray(eta * fpc / B * noise_scale**2, dtype))
     observe = _loss_observer(loss_fn) if record_loss else None
     if driver == "gaussian" and (noise is None or noise is brownian_increments or isinstance(noise, StableDriver)):
         res = _run_factor(key, loss_fn, theta0, args, n_trajectories=n_trajectories, order=order,
