@@ -115,6 +115,14 @@ def test_eyring_kramers_reduces_and_transforms():
     # a transverse drift -J grad V speeds the unstable direction up: shorter time
     J = np.array([[0.0, 1.0], [-1.0, 0.0]])
     assert escape.eyring_kramers_time(Hm, Hs, 1.0, 0.25, jac_saddle=-(np.eye(2) + J) @ Hs) < base
+    # closed form: H_s = diag(-a, b), drift -(I + jJ) grad V has Jacobian [[a, -j b], [-j a, -b]] at the saddle,
+    # positive eigenvalue mu = ((a - b) + sqrt((a - b)^2 + 4 a b (1 + j^2))) / 2
+    a, b = 4.0, 2.0
+    for j in (0.5, 1.0, 2.0):
+        mu = ((a - b) + np.sqrt((a - b) ** 2 + 4 * a * b * (1 + j * j))) / 2
+        want = 2 * np.pi / mu * np.sqrt(a * b / 16.0) * np.exp(1.0 / 0.25)
+        got = escape.eyring_kramers_time(Hm, Hs, 1.0, 0.25, jac_saddle=-(np.eye(2) + j * J) @ Hs)
+        assert abs(got / want - 1) < 1e-12, (j, got, want)
 
 
 def test_power_law_time_is_the_asymptote_of_the_quadrature():
