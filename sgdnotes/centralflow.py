@@ -119,11 +119,11 @@ def _lcp(M, q, active, supports):
     x_i = 0 (inactive). Tries every support (rows of ``supports``) and returns the first valid x."""
     m = q.shape[0]
     scale = 1.0 + jnp.max(jnp.abs(q)) + jnp.max(jnp.abs(M))
-    tol = 1e-9 * scale
+    tol = 100 * jnp.finfo(M.dtype).eps * scale
 
     def try_support(S):
         Sf = S.astype(M.dtype)
-        MS = M * jnp.outer(Sf, Sf) + jnp.diag(1.0 - Sf) + 1e-12 * scale * jnp.eye(m)
+        MS = M * jnp.outer(Sf, Sf) + jnp.diag(1.0 - Sf) + 10 * jnp.finfo(M.dtype).eps * scale * jnp.eye(m)
         x = jnp.linalg.solve(MS, -q * Sf)
         w = q + M @ x
         ok = (jnp.all(~S | active) & jnp.all(x >= -tol) & jnp.all((w >= -tol) | ~active))

@@ -1,0 +1,79 @@
+"""Tests of sgdnotes.centralflow: sharpness vs jax.hessian, the LCP, and the central flow on the
+scalar factorisation L(a, b) = (ab - y)^2 / 2, whose minima ab = y have sharpness a^2 + b^2."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sgdnotes import centralflow as cf
+
+Y0 = 3.0
+
+
+def scalar_loss(th):
+    return 0.5 * (th[0] * th[1] - Y0) ** 2
+
+
+def tanh_loss(th):
+    X = jnp.linspace(-1.0, 1.0, 12).reshape(6, 2)
+    W = th[:6].reshape(3, 2)
+    return jnp.mean((jnp.tanh(X @ W.T) @ th[6:9] - jnp.sin(3 * X[:, 0])) ** 2)
+
+
+@pytest.mark.parametrize("loss,d", [(scalar_loss, 2), (tanh_loss, 9)])
+def test_sharpness_matches_dense_hessian(loss, d):
+    th = jnp.asarray(np.random.default_rng(1).normal(size=d), jnp.float32)
+    dense = np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(th), np.float64))
+    assert abs(cf.sharpness(loss, th) - dense[-1]) <= 1e-4 * max(1.0, abs(dense[-1]))
+    vals, vecs = cf.top_eigenpairs(loss, th, 2)
+    np.testing.assert_allclose(vals, dense[::-1][:2], rtol=1e-4, atol=1e-5)
+    # sharpness gradient vs finite differences of the dense top eigenvalue
+    g = cf.sharpness_grad(loss, th)
+    e = np.zeros(d)
+    e[0] = 1e-2
+    fd = (np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(th + e)))[-1]
+          - np.linalg.eigvalsh(np.asarray(jax.hessian(loss)(th - e)))[-1]) / 2e-2
+    assert abs(g[0] - fd) <= 2e-2 * max(1.0, abs(fd))
+
+
+def test_lcp_exact():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        A = rng.normal(size=(5, 3))
+        M, q = A.T @ A, rng.normal(size=3)
+        x = cf.solve_lcp(M, q)
+        w = q + M @ x
+        assert (x >= 0).all() and (w >= -1e-5).all() and abs(x @ w) < 1e-5
+
+
+def test_scalar_factorisation_central_flow_ends_at_threshold():
+    th0 = jnp.array([2.0, 0.02])
+    thr = 6.5
+    eta = 2 / thr
+    K = 400
+    flow = cf.central_flow(scalar_loss, th0, eta, K * eta, n_eval=K + 1)
+    gf = cf.central_flow(scalar_loss, th0, 1e-6, K * eta, n_eval=K + 1)
+    ths, _ = cf.gradient_descent(scalar_loss, th0, eta, K)
+    s_cf, s_gf, s_gd = ((p[-1] ** 2).sum() for p in (flow.theta, gf.theta, ths))
+    # gradient flow conserves a^2 - b^2, so it ends at sqrt((a0^2 - b0^2)^2 + 4 y^2) > 2/eta
+    assert abs(s_gf - np.sqrt((4.0 - 0.0004) ** 2 + 4 * Y0**2)) < 1e-3
+    assert abs(s_cf - thr) < 0.02 * thr  # on the threshold (within the active band)
+    assert abs(flow.theta[-1].prod() - Y0) < 1e-3  # at a minimum
+    assert s_gd < thr  # a minimum with S > 2/eta is unstable for GD
+    assert abs(s_gd - s_cf) < abs(s_gd - s_gf)  # the central flow is closer to GD's end than GF
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="eta"):
+        cf.central_flow(scalar_loss, jnp.ones(2), -1.0, 1.0)
+    with pytest.raises(ValueError, match="theta"):
+        cf.sharpness(scalar_loss, jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        cf.sharpness(scalar_loss, jnp.array([np.nan, 1.0]))
+    with pytest.raises(ValueError, match="scalar"):
+        cf.sharpness(lambda th: th, jnp.ones(2))
+    with pytest.raises(ValueError, match="M must be"):
+        cf.solve_lcp(np.eye(2), np.ones(3))
+    with pytest.raises(ValueError, match="n_steps"):
+        cf.gradient_descent(scalar_loss, jnp.ones(2), 0.1, 0)
