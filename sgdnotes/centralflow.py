@@ -10,7 +10,7 @@
   eigenvalues lambda_i that have reached ``2/eta`` and the weights ``x_i = sigma_i^2 >= 0`` (the variances of
   GD's oscillation along the eigenvectors) solve the linear complementarity problem
 
-      w = A^T grad L + 1/2 (A^T A) x + kappa (lambda - 2/eta),   x >= 0,  w >= 0,  x^T w = 0,
+      w = A^T grad L + 1/2 (A^T A) x + kappa (2/eta - lambda),   x >= 0,  w >= 0,  x^T w = 0,
 
   ``A = [grad lambda_i]`` (d, m); ``w_i = -dlambda_i/dt`` (up to the stabilising ``kappa`` term), so an
   eigenvalue at the threshold cannot rise above it, and it is pushed only while it would otherwise rise.
@@ -179,7 +179,7 @@ def _field(loss_fn, m_max, thr, kappa, active_tol):
         A = jax.vmap(lambda u: jax.grad(lambda th: hvp(loss_fn, th, u) @ u)(theta), in_axes=1, out_axes=1)(U)
         g = grad(theta)
         active = lam >= thr * (1.0 - active_tol)
-        q = A.T @ g + kappa * (lam - thr)
+        q = A.T @ g + kappa * (thr - lam)  # w >= 0  <=>  dlambda/dt <= kappa (2/eta - lambda)
         x, ok = _lcp(0.5 * A.T @ A, q, active, supports)
         return -(g + 0.5 * A @ x), (loss_fn(theta), lam[0], active.sum(), x, ok)
 
