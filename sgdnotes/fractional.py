@@ -34,7 +34,7 @@ from .stable import sample_positive_stable
 
 
 def _alpha(alpha):
-    a = v.in_range("alpha", alpha, 0.0, 1.0)
+    a = v.in_range("alpha", alpha, 0.0, 1.0, closed_high=True)
     if a <= 0.0:
         v.fail("alpha must be > 0", alpha)
     return a

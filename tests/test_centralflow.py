@@ -44,7 +44,7 @@ def test_lcp_exact():
         M, q = A.T @ A, rng.normal(size=3)
         x = cf.solve_lcp(M, q)
         w = q + M @ x
-        assert (x >= 0).all() and (w >= -1e-5).all() and abs(x @ w) < 1e-5
+        assert (x >= 0).all() and (w >= -1e-4).all() and abs(x @ w) < 1e-4 * (1 + np.abs(q).max())  # float32
 
 
 def test_scalar_factorisation_central_flow_ends_at_threshold():
