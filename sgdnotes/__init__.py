@@ -2,14 +2,37 @@
 
 Modules (one concept each): ``models`` problems and data, ``noise`` gradient-noise covariances,
 ``ensemble`` the step loop shared by ``sgd`` (SGD ensembles) and ``sde`` (Euler--Maruyama ensembles),
-``stable`` alpha-stable samplers, ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
+``stable`` alpha-stable samplers, ``centralflow`` sharpness and central flows, ``fractional`` fractional time
+and long memory, ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
 ``limiting`` momentum-SGD closed forms, ``stats`` standard errors and the book's statistical asserts,
 ``plotting`` house style, ``widgets`` sliders that work without a kernel. The public names below are
 re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
 """
 
-from . import dln, ensemble, limiting, models, noise, plotting, sde, sgd, stable, stationary, stats, widgets
+from . import (
+    centralflow, dln, ensemble, fractional, limiting, models, noise, plotting, sde, sgd, stable, stationary, stats,
+    widgets,
+)
+from .centralflow import (
+    CentralFlow,
+    central_flow,
+    gradient_descent,
+    hvp,
+    sharpness,
+    sharpness_grad,
+    solve_lcp,
+    top_eigenpairs,
+)
 from .ensemble import DivergenceError, EnsembleResult, pooled_moments
+from .fractional import (
+    FPGrid,
+    dfa_hurst,
+    fgn,
+    inverse_subordinator,
+    mittag_leffler,
+    subordinated_ou,
+    time_fractional_fp,
+)
 from .models import (
     Dataset,
     dln2_loss,
@@ -50,7 +73,11 @@ from .stats import assert_agrees, assert_rejects, chapter_seed
 from .widgets import frame_slider
 
 __all__ = [
-    "dln", "ensemble", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable", "stationary", "stats", "widgets",
+    "centralflow", "dln", "ensemble", "fractional", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable", "stationary", "stats", "widgets",
+    "CentralFlow", "central_flow", "gradient_descent", "hvp", "sharpness", "sharpness_grad", "solve_lcp",
+    "top_eigenpairs",
+    "FPGrid", "dfa_hurst", "fgn", "inverse_subordinator", "mittag_leffler", "subordinated_ou",
+    "time_fractional_fp",
     "DivergenceError", "EnsembleResult", "pooled_moments",
     "Dataset", "dln2_loss", "dln_pack", "dln_unpack", "linreg_full_loss", "linreg_hessian", "linreg_loss",
     "linreg_minimiser", "load_digits_regression", "make_dln_teacher_data", "make_linreg_data",
