@@ -238,7 +238,10 @@ def _integrate(loss_fn, theta0, m_max, thr, kappa, active_tol, h, n_sub, n_eval)
 def gradient_descent(loss_fn: Callable, theta0, eta: float, n_steps: int):
     """Full-batch GD ``theta_{k+1} = theta_k - eta grad L(theta_k)``; -> (thetas (n_steps+1, d), losses (n_steps+1,)).
 
-    Deterministic; one ``lax.scan``. Used to compare GD with its central flow (chapter 6).
+    Deterministic; one ``lax.scan``. Used to compare GD with its central flow (chapter 6). The same
+    iterates come from ``sgdnotes.sgd.run_sgd`` with ``batch_size=n, sampling="without_replacement"`` on a
+    per-sample loss; this function exists because the central-flow comparisons need a loss that is not a
+    mean of per-sample terms (e.g. the scalar factorisation) and the full loss at every step.
     """
     theta0 = _theta(theta0)
     loss_fn = _loss(loss_fn, theta0)
