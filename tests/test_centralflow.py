@@ -77,3 +77,29 @@ def test_bad_input():
         cf.solve_lcp(np.eye(2), np.ones(3))
     with pytest.raises(ValueError, match="n_steps"):
         cf.gradient_descent(scalar_loss, jnp.ones(2), 0.1, 0)
+
+
+def two_block_loss(th):
+    """Two independent scalar factorisations (ab - 3)^2/2 + (cd - 2.5)^2/2: two Hessian eigenvalues."""
+    return 0.5 * (th[0] * th[1] - 3.0) ** 2 + 0.5 * (th[2] * th[3] - 2.5) ** 2
+
+
+def test_two_active_eigenvalues_and_kappa():
+    """Both blocks reach 2/eta at different times and are held there together (two active eigenvalues);
+    each block's a^2 + b^2 ends on the threshold. The kappa term pulls an eigenvalue started above
+    2/eta back to it (a start at a minimum with a^2 + b^2 > 2/eta)."""
+    thr = 7.0
+    eta = 2 / thr
+    th0 = jnp.array([2.2, 0.02, 0.01, 2.4])  # GF would end at sharpness ~ 7.6 and ~ 7.0+ per block
+    flow = cf.central_flow(two_block_loss, th0, eta, 60.0, n_eval=301)
+    s1 = (flow.theta[-1, :2] ** 2).sum()
+    s2 = (flow.theta[-1, 2:] ** 2).sum()
+    assert flow.lcp_ok.all()
+    assert flow.n_active.max() == 2
+    assert abs(s1 - thr) < 2e-3 * thr and abs(s2 - thr) < 2e-3 * thr
+    assert abs(flow.theta[-1, 0] * flow.theta[-1, 1] - 3.0) < 1e-3
+    # kappa: start on a minimum of block 1 above the threshold (a^2 + b^2 = 9 + 1 = 10 > 7): pulled back
+    a, b = 3.0, 1.0
+    th_hi = jnp.array([a, b, np.sqrt(2.5), np.sqrt(2.5)])
+    back = cf.central_flow(two_block_loss, th_hi, eta, 30.0, n_eval=151, active_tol=0.5)
+    assert back.sharpness[0] > thr * 1.3 and abs(back.sharpness[-1] - thr) < 5e-3 * thr
