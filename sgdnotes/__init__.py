@@ -2,7 +2,8 @@
 
 Modules (one concept each): ``models`` problems and data, ``noise`` gradient-noise covariances,
 ``ensemble`` the step loop shared by ``sgd`` (SGD ensembles) and ``sde`` (Euler--Maruyama ensembles),
-``stable`` alpha-stable samplers and tail-index estimators, ``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
+``stable`` alpha-stable samplers and tail-index estimators, ``escape`` exit times and rates, ``centralflow`` sharpness and central flows, ``fractional`` fractional time and long memory,
+``stationary`` Fokker--Planck objects, ``dln`` deep linear networks,
 ``limiting`` momentum-SGD closed forms, ``stats`` standard errors and the book's statistical asserts,
 ``plotting`` house style, ``distances`` distribution distances from samples and ``experiment`` the
 proposal's SGD-vs-SDE grid and its command line (chapter 9; import it as ``from sgdnotes import
@@ -10,9 +11,30 @@ experiment`` -- it is not imported eagerly, so that ``python -m sgdnotes.experim
 re-exported; each module's docstrings give shapes, conventions and the introducing chapter.
 """
 
-from . import (dln, distances, ensemble, escape, limiting, models, noise, plotting, sde, sgd, stable, stationary,
-               stats, widgets)
+from . import (
+    centralflow, distances, dln, ensemble, escape, fractional, limiting, models, noise, plotting, sde, sgd, stable, stationary, stats,
+    widgets,
+)
+from .centralflow import (
+    CentralFlow,
+    central_flow,
+    gradient_descent,
+    hvp,
+    sharpness,
+    sharpness_grad,
+    solve_lcp,
+    top_eigenpairs,
+)
 from .ensemble import DivergenceError, EnsembleResult, pooled_moments
+from .fractional import (
+    FPGrid,
+    dfa_hurst,
+    fgn,
+    inverse_subordinator,
+    mittag_leffler,
+    subordinated_ou,
+    time_fractional_fp,
+)
 from .models import (
     Dataset,
     dln2_loss,
@@ -62,8 +84,11 @@ from .stats import assert_agrees, assert_rejects, chapter_seed
 from .widgets import frame_slider
 
 __all__ = [
-    "dln", "distances", "ensemble", "escape", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable",
-    "stationary", "stats", "widgets",
+    "centralflow", "distances", "dln", "ensemble", "escape", "fractional", "limiting", "models", "noise", "plotting", "sde", "sgd", "stable", "stationary", "stats", "widgets",
+    "CentralFlow", "central_flow", "gradient_descent", "hvp", "sharpness", "sharpness_grad", "solve_lcp",
+    "top_eigenpairs",
+    "FPGrid", "dfa_hurst", "fgn", "inverse_subordinator", "mittag_leffler", "subordinated_ou",
+    "time_fractional_fp",
     "DivergenceError", "EnsembleResult", "pooled_moments",
     "Dataset", "dln2_loss", "dln_pack", "dln_unpack", "linreg_full_loss", "linreg_hessian", "linreg_loss",
     "linreg_minimiser", "load_digits_regression", "make_dln_teacher_data", "make_linreg_data",
