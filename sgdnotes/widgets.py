@@ -251,8 +251,9 @@ def frame_slider(
         fig = render(value)
         if not hasattr(fig, "savefig"):
             v.fail("render(value) must return a matplotlib Figure", fig)
-        images.append(w.Image(value=figure_png(fig, dpi), format="png", layout=w.Layout(width=width),
-                              tooltip=f"{description} = {label}"))
+        # no tooltip: the offline HTML manager (@jupyter-widgets/html-manager 1.0.15) cannot create an
+        # Image view that has one ("Could not create a view"), seen in the browser test
+        images.append(w.Image(value=figure_png(fig, dpi), format="png", layout=w.Layout(width=width)))
     slider = w.SelectionSlider(
         options=labels,
         index=initial,
