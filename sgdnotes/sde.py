@@ -704,11 +704,10 @@ def _top_eig_sgd(loss_fn, res, X, Y, theta0):
 @lru_cache(maxsize=None)
 def _gaussian_factor(loss_fn):
     """factor(theta, X, Y, eta, scale) -> (d, n) = sqrt(scale/n) C^T: covariance scale * Sigma_emp (stable object)."""
-    per_sample = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0, 0))
+    centred_T = _sgd_model_fns(loss_fn, 1)[2]  # the one per-sample-gradient closure: C^T, (d, n)
 
     def factor(theta, X, Y, eta, scale):
-        G = per_sample(theta, X, Y)
-        return jnp.sqrt(scale / X.shape[0]) * (G - G.mean(axis=0)).T
+        return jnp.sqrt(scale / X.shape[0]) * centred_T(theta, X, Y, eta, scale)
 
     return factor
 
