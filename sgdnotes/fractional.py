@@ -3,8 +3,11 @@
 * :func:`inverse_subordinator` -- ``E(t) = inf{tau : S(tau) > t}`` for the alpha-stable subordinator S
   with ``E[exp(-s S(1))] = exp(-s^alpha)``, 0 < alpha < 1 (Magdziarz & Weron 2007): S is simulated on a
   grid ``tau_k = k dtau`` with increments ``dtau^(1/alpha) W_k`` (W from
-  :func:`sgdnotes.stable.sample_positive_stable`), and ``E(t) = dtau * min{k : S(tau_k) > t}``, which
-  overestimates the exact E(t) by at most ``dtau``. Moments: ``E[E(t)] = t^alpha / Gamma(1+alpha)``,
+  :func:`sgdnotes.stable.sample_positive_stable`). The grid samples S exactly, so
+  ``K dtau = dtau * min{k : S(tau_k) > t} = dtau * ceil(E(t) / dtau)``: E rounded *up* to the grid (bias in
+  [0, dtau], about dtau/2). By default one uniform U per path is subtracted, ``E = (K - U) dtau``: the law
+  of E(t) becomes the exact law averaged over each grid cell, so the bias of any smooth statistic drops to
+  O(dtau^2) (increments between times stay multiples of dtau, an O(dtau) change of each increment). Moments: ``E[E(t)] = t^alpha / Gamma(1+alpha)``,
   ``E[E(t)^2] = 2 t^(2 alpha) / Gamma(1+2 alpha)``.
 * :func:`subordinated_ou` -- ``Y(E(t))`` for the OU process ``dY = -lam Y dtau + sqrt(2 D) dW`` sampled
   exactly at the (increasing) operational times E(t). Its density solves the time-fractional
@@ -47,11 +50,14 @@ def _times(t):
     return t
 
 
-def inverse_subordinator(key, alpha: float, t, n: int, *, n_grid: int = 2000, chunk: int = 512):
+def inverse_subordinator(key, alpha: float, t, n: int, *, n_grid: int = 2000, chunk: int = 512,
+                         dither: bool = True):
     """n samples of the inverse alpha-stable subordinator at times t (m,) -> (n, m) float64.
 
-    ``dtau = (t_max^alpha / Gamma(1 + alpha)) / n_grid`` (so ``E[E(t_max)]`` spans about ``n_grid`` steps);
-    bias in [0, dtau]. The subordinator is extended chunk by chunk until it passes t_max on every path.
+    ``dtau = (t_max^alpha / Gamma(1 + alpha)) / n_grid`` (so ``E[E(t_max)]`` spans about ``n_grid`` steps).
+    ``dither=True``: ``E = (K - U) dtau``, one U ~ uniform(0, 1) per path (bias O(dtau^2)); ``False``: the
+    grid value ``K dtau = dtau * ceil(E / dtau)`` (bias in [0, dtau]). E(0) = 0 either way. The subordinator
+    is extended chunk by chunk until it passes t_max on every path.
     """
     v.key("key", key)
     alpha = _alpha(alpha)
@@ -59,22 +65,28 @@ def inverse_subordinator(key, alpha: float, t, n: int, *, n_grid: int = 2000, ch
     n = v.positive_int("n", n, 1, 10**7)
     n_grid = v.positive_int("n_grid", n_grid, 2, 10**7)
     chunk = v.positive_int("chunk", chunk, 1, 10**6)
+    if not isinstance(dither, (bool, np.bool_)):
+        v.fail("dither must be a bool", dither)
     v.memory("the subordinator chunk", (n, chunk), 8)
     t_max = float(t[-1])
     if t_max == 0.0:
         return np.zeros((n, len(t)))
     dtau = t_max**alpha / math.gamma(1.0 + alpha) / n_grid
+    k_sub, k_u = jax.random.split(key)
     S0 = jnp.zeros(n)
     counts = np.zeros((n, len(t)), np.int64)
     tj = jnp.asarray(t)
     for c in range(10**4):
-        S0, cnt = _sub_chunk(key, c, S0, tj, dtau, alpha, chunk)
+        S0, cnt = _sub_chunk(k_sub, c, S0, tj, dtau, alpha, chunk)
         counts += np.asarray(cnt)
         if bool(jnp.all(S0 > t_max)):
             break
     else:
         v.fail("the subordinator did not pass t_max within 10^4 chunks; t", t)
-    return dtau * (counts + 1)
+    K = counts + 1.0  # first grid index with S(tau_K) > t: K dtau = dtau * ceil(E(t) / dtau)
+    if dither:
+        K = K - np.asarray(jax.random.uniform(k_u, (n, 1), jnp.float64 if jax.config.jax_enable_x64 else jnp.float32))
+    return np.where(t[None, :] > 0, dtau * K, 0.0)
 
 
 @partial(jax.jit, static_argnums=(5, 6))
