@@ -411,6 +411,40 @@ def _integrate(loss_fn, theta0, m_max, thr, kappa, active_tol, h, n_sub, n_eval,
     return ths, aux
 
 
+def modified_flow(loss_fn: Callable, theta0, eta: float, t_final: float, *, dt: float | None = None,
+                  n_eval: int = 201):
+    """Chapter 2's modified equation of GD, ``dtheta/dt = -grad(L + eta/4 |grad L|^2)``, ``t = eta k``,
+    integrated like :func:`central_flow` (Heun, step ``dt``, default eta/8) from theta0 (d,).
+    -> (t (n_eval,), theta (n_eval, d))."""
+    theta0 = _theta(theta0)
+    loss_fn = _loss(loss_fn, theta0)
+    eta = v.positive_float("eta", eta)
+    t_final = v.positive_float("t_final", t_final)
+    n_eval = v.positive_int("n_eval", n_eval, 2)
+    dt = eta / 8 if dt is None else v.positive_float("dt", dt)
+    n_sub = max(1, int(np.ceil(t_final / (n_eval - 1) / dt)))
+    h = t_final / (n_eval - 1) / n_sub
+    ths = _integrate_me(loss_fn, theta0, eta, h, n_sub, n_eval)
+    return np.linspace(0.0, t_final, n_eval), np.asarray(ths, np.float64)
+
+
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def _integrate_me(loss_fn, theta0, eta, h, n_sub, n_eval):
+    grad = jax.grad(loss_fn)
+    field = jax.grad(lambda th: -(loss_fn(th) + 0.25 * eta * jnp.sum(grad(th) ** 2)))
+
+    def heun(th, _):
+        k1 = field(th)
+        return th + 0.5 * h * (k1 + field(th + h * k1)), None
+
+    def block(th, _):
+        out = th
+        th, _ = jax.lax.scan(heun, th, None, length=n_sub)
+        return th, out
+
+    return jax.lax.scan(block, theta0, None, length=n_eval)[1]
+
+
 def gradient_descent(loss_fn: Callable, theta0, eta: float, n_steps: int):
     """Full-batch GD ``theta_{k+1} = theta_k - eta grad L(theta_k)``; -> (thetas (n_steps+1, d), losses (n_steps+1,)).
 
