@@ -218,7 +218,8 @@ def _sdcp2(G, Q, n_grid=64, n_newton=12):
     def newton(phi, _):
         step = dh(phi) / d2h(phi)
         new = phi - jnp.clip(step, -jnp.pi / n_grid, jnp.pi / n_grid)
-        return jnp.where((d2h(phi) > 0) & (h(new) <= h(phi)), new, phi), None
+        # accept a step that lowers |h'| (h itself is flat to round-off at the optimum)
+        return jnp.where((d2h(phi) > 0) & (jnp.abs(dh(new)) <= jnp.abs(dh(phi))), new, phi), None
 
     phi, _ = jax.lax.scan(newton, phi, None, length=n_newton)
     v, p, c = parts(phi)
