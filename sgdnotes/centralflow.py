@@ -20,6 +20,11 @@
   eigenvalues are distinct; the paper's general form is a semidefinite complementarity problem.
   The predicted time-averaged loss of GD is ``L + 1/2 sum_i x_i lambda_i = L + sum_i x_i / eta``.
 
+* :func:`solve_sdcp`, :func:`central_velocity` -- the paper's semidefinite problem on the active eigenspace
+  for k <= 2 active directions (exact, by enumerating the rank of the covariance), needed when the active
+  eigenvalues are equal; ``central_flow(..., semidefinite=True)`` integrates with it.
+* :func:`modified_flow` -- chapter 2's modified equation ``-grad(L + eta/4 |grad L|^2)``, for comparison.
+
 The central flow uses the dense Hessian (``jax.hessian`` + ``eigh``), so it is meant for d up to a few
 hundred; it is integrated by Heun's method with a fixed step (see :func:`central_flow`).
 """
