@@ -103,3 +103,117 @@ def test_two_active_eigenvalues_and_kappa():
     th_hi = jnp.array([a, b, np.sqrt(2.5), np.sqrt(2.5)])
     back = cf.central_flow(two_block_loss, th_hi, eta, 30.0, n_eval=151, active_tol=0.5)
     assert back.sharpness[0] > thr * 1.3 and abs(back.sharpness[-1] - thr) < 5e-3 * thr
+
+
+# --- degenerate active eigenvalues: the semidefinite complementarity problem (k <= 2) ---------------------
+
+def two_block_y(th, y1=3.0, y2=2.5):
+    return 0.5 * (th[0] * th[1] - y1) ** 2 + 0.5 * (th[2] * th[3] - y2) ** 2
+
+
+def _block_top(a, b, y):
+    """Top eigenvalue and unit eigenvector of the Hessian [[b^2, 2ab - y], [2ab - y, a^2]] of (ab - y)^2/2."""
+    lam, vec = np.linalg.eigh(np.array([[b * b, 2 * a * b - y], [2 * a * b - y, a * a]]))
+    return lam[-1], vec[:, -1]
+
+
+def _degenerate_point():
+    """theta where the two blocks' top eigenvalues are exactly equal (bisection on the scale of block 2)."""
+    a, b = 2.0, 1.0
+    lam1, _ = _block_top(a, b, 3.0)
+    lo, hi = 0.5, 3.0
+    for _ in range(200):
+        r = 0.5 * (lo + hi)
+        lo, hi = (r, hi) if _block_top(1.5 * r, 1.2 * r, 2.5)[0] < lam1 else (lo, r)
+    c, d = 1.5 * r, 1.2 * r
+    th = np.array([a, b, c, d])
+    lam = np.linalg.eigvalsh(np.asarray(jax.hessian(two_block_y)(jnp.asarray(th, jnp.float64))))
+    U = np.zeros((4, 2))
+    U[:2, 0] = _block_top(a, b, 3.0)[1]
+    U[2:, 1] = _block_top(c, d, 2.5)[1]
+    return th, lam, U
+
+
+def _rot(alpha):
+    return np.array([[np.cos(alpha), -np.sin(alpha)], [np.sin(alpha), np.cos(alpha)]])
+
+
+@pytest.fixture
+def x64():
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", False)
+
+
+def test_sdcp_complementarity_residuals(x64):
+    """Random problems: Sigma >= 0, W >= 0, <Sigma, W> = 0 and W Sigma = 0 to ~ machine precision; all three
+    ranks of Sigma occur."""
+    rng = np.random.default_rng(3)
+    ranks = set()
+    for _ in range(60):
+        G = rng.normal(size=(2, 2, 5))
+        G = 0.5 * (G + G.transpose(1, 0, 2))
+        Q = rng.normal(size=(2, 2))
+        Q = Q + Q.T
+        S, W = cf.solve_sdcp(G, Q)
+        scale = 1 + np.abs(Q).max() + np.abs(G).max() ** 2
+        assert np.linalg.eigvalsh(S)[0] >= -1e-12 * scale and np.linalg.eigvalsh(W)[0] >= -1e-12 * scale
+        assert abs(np.trace(S @ W)) <= 1e-10 * scale and np.abs(W @ S).max() <= 1e-9 * scale
+        # W is the gradient of the convex objective 1/4 |sum S_ab G_ab|^2 + <Q, S>: check it
+        gS = np.einsum("ab,abd->d", S, G)
+        np.testing.assert_allclose(W, Q + 0.5 * np.einsum("abd,d->ab", G, gS), atol=1e-12 * scale)
+        ranks.add(int((np.linalg.eigvalsh(S) > 1e-9 * scale).sum()))
+    assert ranks == {0, 1, 2}
+
+
+def test_sdcp_agrees_with_diagonal_lcp_for_distinct_eigenvalues(x64):
+    """Two independent blocks reaching 2/eta at different times: the semidefinite flow is the diagonal one."""
+    thr = 7.0
+    eta = 2 / thr
+    th0 = jnp.array([2.2, 0.02, 0.01, 2.4])
+    diag = cf.central_flow(two_block_loss, th0, eta, 60.0, n_eval=301)
+    sdp = cf.central_flow(two_block_loss, th0, eta, 60.0, n_eval=301, semidefinite=True)
+    assert sdp.lcp_ok.all() and sdp.n_active.max() == 2
+    assert np.abs(sdp.theta - diag.theta).max() < 1e-6
+    # at a point with distinct active eigenvalues the two velocities agree
+    th = jnp.array([2.0, 1.0, 1.5, 1.2])
+    lam, U = np.linalg.eigh(np.asarray(jax.hessian(two_block_loss)(th)))
+    U = U[:, ::-1][:, :2]
+    assert lam[-1] - lam[-2] > 0.5
+    v_sd, _, _ = cf.central_velocity(two_block_loss, th, 2 / (lam[-1] * 0.99), U)
+    v_dg, _, _ = cf.central_velocity(two_block_loss, th, 2 / (lam[-1] * 0.99), U, semidefinite=False)
+    np.testing.assert_allclose(v_sd, v_dg, atol=1e-10)
+
+
+def test_sdcp_basis_independent_at_exact_degeneracy(x64):
+    """At an exact 2-fold degeneracy the semidefinite velocity does not depend on the rotation of the
+    eigenbasis; the eigenbasis-diagonal LCP does."""
+    th, lam, U = _degenerate_point()
+    assert abs(lam[-1] - lam[-2]) < 1e-10 * lam[-1] and lam[-2] - lam[-3] > 0.5
+    eta = 2 / lam[-1]
+    v_sd, v_dg = [], []
+    for alpha in np.linspace(0.0, np.pi / 2, 7):
+        UR = U @ _rot(alpha)
+        v_sd.append(cf.central_velocity(two_block_y, th, eta, UR)[0])
+        v_dg.append(cf.central_velocity(two_block_y, th, eta, UR, semidefinite=False)[0])
+    v_sd, v_dg = np.array(v_sd), np.array(v_dg)
+    assert np.abs(v_sd - v_sd[0]).max() < 1e-9 * np.abs(v_sd[0]).max()
+    assert np.abs(v_dg - v_dg[0]).max() > 1e-2 * np.abs(v_dg[0]).max()
+    # in the block basis (where the blocks decouple) the diagonal LCP is exact
+    np.testing.assert_allclose(v_dg[0], v_sd[0], atol=1e-9)
+
+
+def test_sdcp_bad_input(x64):
+    G = np.zeros((2, 2, 3))
+    with pytest.raises(ValueError, match="k = 1 or 2"):
+        cf.solve_sdcp(np.zeros((3, 3, 3)), np.eye(3))
+    with pytest.raises(ValueError, match="symmetric"):
+        cf.solve_sdcp(G, np.array([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="match Q"):
+        cf.solve_sdcp(np.zeros((1, 1, 3)), np.eye(2))
+    with pytest.raises(ValueError, match="finite"):
+        cf.solve_sdcp(G, np.array([[np.nan, 0.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="orthonormal"):
+        cf.central_velocity(two_block_y, jnp.ones(4), 0.3, np.ones((4, 2)))
+    with pytest.raises(ValueError, match="max_active"):
+        cf.central_flow(two_block_y, jnp.ones(4), 0.3, 1.0, semidefinite=True, max_active=3)
