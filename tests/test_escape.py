@@ -125,6 +125,40 @@ def test_eyring_kramers_reduces_and_transforms():
         assert abs(got / want - 1) < 1e-12, (j, got, want)
 
 
+def test_mfpt_2d_against_1d_quadrature_and_grid_order():
+    # b_x depends on x only, b_y is any (here non-gradient, x-dependent) field: u does not depend on y and must be
+    # the 1-D time of x; central differences converge as O(h^2) (error ratio 4 when h halves)
+    T = 0.3
+
+    def drift(X, Y):
+        return -4 * X * (X * X - 1), -Y + 3 * X * (X * X - 1)
+
+    exact = escape.mfpt_1d(lambda x: -4 * x * (x * x - 1), lambda x: T + 0 * x, -1.0, 1.0, -1.7)
+    errs = []
+    for h in (0.04, 0.02):
+        g = escape.mfpt_2d(drift, T, (-1.7, 1.0), (-2.0, 2.0), h)
+        assert g.u.shape == (g.x.size, g.y.size) and np.all(g.u[-1] == 0)
+        i = np.argmin(np.abs(g.x + 1))
+        assert np.ptp(g.u[i]) < 1e-6 * g.u[i].mean()  # flat in y
+        errs.append(g.u[i, g.y.size // 2] - exact)
+    assert abs(errs[1]) < 2e-3 * exact and 3.0 < errs[0] / errs[1] < 5.0, (errs, exact)
+
+
+def test_mfpt_2d_non_reversible_is_faster_and_matches_bouchet_reygner_trend():
+    # -(I + jJ) grad V keeps the Gibbs law; the exact time falls with j like 1/mu_j, up to a finite-barrier factor
+    Hm, Hs = np.diag([8.0, 2.0]), np.diag([-4.0, 2.0])
+    Jm = np.array([[0.0, 1.0], [-1.0, 0.0]])
+    T, out = 0.25, []
+    for j in (0.0, 2.0):
+        b = lambda X, Y, j=j: (-(4 * X * (X * X - 1) + j * 2 * Y), j * 4 * X * (X * X - 1) - 2 * Y)
+        u = [escape.mfpt_2d(b, T, (-1.7, 1.0), (-2.0, 2.0), h) for h in (0.04, 0.02)]
+        i, k = np.argmin(np.abs(u[1].x + 1)), np.argmin(np.abs(u[1].y))
+        ex = (4 * u[1].u[i, k] - u[0].u[i, k]) / 3
+        out.append(ex / escape.eyring_kramers_time(Hm, Hs, 1.0, T, jac_saddle=-(np.eye(2) + j * Jm) @ Hs))
+    # finite-barrier factors of order 1 + O(T / dV), both above 1; the reversible formula would give ratio mu_2/mu_0 for j=2
+    assert 1.0 < out[1] < out[0] < 1.2, out
+
+
 def test_power_law_time_is_the_asymptote_of_the_quadrature():
     for kappa in (0.05, 0.02):
         q = escape.mfpt_1d(lambda x: -4 * x * (x * x - 1), lambda x: kappa * (0.1 + (x * x - 1) ** 2), -1.0, 1.0, -3.0)
@@ -174,6 +208,10 @@ def test_levy_exit_against_simulation():
     (lambda: escape.eyring_kramers_time(np.diag([1.0, -1.0]), np.diag([-1.0, 1.0]), 1.0, 0.2), "H_min must be positive"),
     (lambda: escape.eyring_kramers_time(np.eye(2), np.diag([-1.0, 1.0]), 1.0, 0.2, jac_saddle=np.eye(2)), "exactly one positive"),
     (lambda: escape.power_law_time(8.0, -4.0, 1.0, 0.5, 0.1), "0 < loss_min < loss_saddle"),
+    (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.0, (-1, 1), (-1, 1), 0.1), "temperature must be a finite number > 0"),
+    (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.1, (1, -1), (-1, 1), 0.1), "x_range and y_range"),
+    (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.1, (-1, 1), (-1, 1), 1.0), "at least 5 grid points"),
+    (lambda: escape.mfpt_2d(None, 0.1, (-1, 1), (-1, 1), 0.1), "drift must be a vectorised callable"),
     (lambda: escape.levy_exit_time(2.0, 0.1, 1.0, 1.0), "alpha must be in"),
     (lambda: escape.levy_exit_time(1.5, 0.1, np.inf, np.inf), "at least one side"),
     (lambda: escape.exponential_mle([1.0, 2.0], np.array([False, False])), "at least one exit"),
