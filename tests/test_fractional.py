@@ -75,6 +75,21 @@ def test_subordinated_ou_and_grid_relax_as_mittag_leffler():
     np.testing.assert_allclose(g.p.sum(1), p0.sum(), rtol=1e-8)  # mass conserved
 
 
+def test_grunwald_letnikov_mean_is_first_order_in_dt():
+    """The chapter's setting (alpha 0.6): the GL error of the mean halves with dt, error <= 0.5 dt."""
+    a, lam = 0.6, 1.0
+    x = np.linspace(-3, 3, 121)
+    p0 = np.exp(-((x - 1.0) ** 2) / 0.005)
+    err = []
+    for n_steps in (200, 400):
+        g = fr.time_fractional_fp(a, x, p0, -lam * x, 0.3, 2.0, n_steps, 4)
+        mean = (g.p * x).sum(1) / g.p.sum(1)
+        err.append(np.abs(mean - fr.mittag_leffler(a, -lam * g.t**a)))
+        assert (err[-1] <= 0.5 * 2.0 / n_steps).all()  # error constant C <= 0.5 in C dt
+    ratio = err[0] / err[1]
+    assert ((ratio > 1.8) & (ratio < 2.2)).all()  # first order
+
+
 @pytest.mark.parametrize("H", [0.3, 0.5, 0.8])
 def test_dfa_recovers_hurst_of_fgn(H):
     x = fr.fgn(jax.random.key(3), H, 4096, 16)
