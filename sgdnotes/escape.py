@@ -352,30 +352,32 @@ class Grid2D(NamedTuple):
     u: np.ndarray
 
 
-def mfpt_2d(drift: Callable, temperature: float, x_range, y_range, h: float) -> Grid2D:
-    """Mean first-passage time to the half-plane ``x >= x_max`` of ``d theta = b(theta) dt + sqrt(2T) dW`` in 2-D.
+def _range_pair(name: str, r) -> tuple:
+    try:
+        a = np.asarray(r, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        v.fail(f"{name} must be (min, max) with max > min", r)
+    if a.size != 2 or not np.all(np.isfinite(a)) or not a[1] > a[0]:
+        v.fail(f"{name} must be (min, max) with max > min", r)
+    return float(a[0]), float(a[1])
 
-    Solves the backward equation ``T Laplacian(u) + b . grad(u) = -1`` on the box
-    ``[x_min, x_max] x [y_min, y_max]`` by second-order central differences (grid step ``h``) and a sparse
-    direct solve, with ``u = 0`` on the absorbing edge ``x = x_max`` and reflecting (zero normal derivative)
-    edges elsewhere (put them where the Gibbs weight is negligible). The 2-D analogue of :func:`mfpt_1d` for
-    constant isotropic diffusion and any drift, reversible or not (chapter 7: the exact finite-barrier time
-    that Eyring--Kramers and Bouchet--Reygner approximate). Central differences need the cell Peclet number
-    ``|b| h / (2T)`` below about 1 where ``u`` varies.
 
-    drift: vectorised callable ``drift(X, Y) -> (b_x, b_y)`` on float64 arrays; x_range, y_range: (min, max);
-    h > 0. Returns :class:`Grid2D` with ``u`` of shape (nx, ny).
+def _generator_2d(drift: Callable, temperature: float, x_range, y_range, h: float):
+    """Central-difference generator ``T Laplacian + b . grad`` (absorbing at x = x_max, reflecting elsewhere).
+
+    Returns (x (nx,), y (ny,), A sparse (m, m) with m = (nx - 1) ny, rows for the unknowns of every column but
+    the absorbing one, in C order of shape (nx - 1, ny)).
     """
+    import warnings
+
     from scipy import sparse
-    from scipy.sparse.linalg import spsolve
 
     if not callable(drift):
         v.fail("drift must be a vectorised callable drift(X, Y) -> (b_x, b_y)", drift)
     T = v.positive_float("temperature", temperature)
     h = v.positive_float("h", h)
-    (x0, x1), (y0, y1) = (tuple(map(float, np.asarray(r, dtype=np.float64).ravel())) for r in (x_range, y_range))
-    if not (x1 > x0 and y1 > y0):
-        v.fail("x_range and y_range must be (min, max) with max > min", (x_range, y_range))
+    x0, x1 = _range_pair("x_range", x_range)
+    y0, y1 = _range_pair("y_range", y_range)
     nx, ny = int(round((x1 - x0) / h)) + 1, int(round((y1 - y0) / h)) + 1
     if nx < 5 or ny < 5:
         v.fail("h must give at least 5 grid points per side", h)
@@ -387,6 +389,11 @@ def mfpt_2d(drift: Callable, temperature: float, x_range, y_range, h: float) -> 
     if not (np.all(np.isfinite(bx)) and np.all(np.isfinite(by))):
         v.fail("drift must be finite on the box", (x_range, y_range))
     hx, hy = x[1] - x[0], y[1] - y[0]
+    peclet = float(max(np.max(np.abs(bx)) * hx, np.max(np.abs(by)) * hy) / (2 * T))
+    if peclet > 1.0:  # central differences lose monotonicity there; harmless only where u is flat
+        warnings.warn(f"cell Peclet number |b| h / (2T) up to {peclet:.2g} > 1 on the box: central differences are "
+                      "accurate only if u is flat where it exceeds 1 (check the O(h^2) order)", RuntimeWarning,
+                      stacklevel=3)
     east, west = T / hx**2 + bx / (2 * hx), T / hx**2 - bx / (2 * hx)
     north, south = T / hy**2 + by / (2 * hy), T / hy**2 - by / (2 * hy)
     centre = np.full(X.shape, -2 * T / hx**2 - 2 * T / hy**2)
@@ -409,7 +416,82 @@ def mfpt_2d(drift: Callable, temperature: float, x_range, y_range, h: float) -> 
             ok &= Jg > 0
         rows.append(idx[ok]); cols.append(idx[ti[ok], tj[ok]]); vals.append(coef[ok])
     A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m))
-    u = spsolve(A.tocsc(), -np.ones(m)).reshape(X.shape)
+    return x, y, A
+
+
+def mfpt_2d(drift: Callable, temperature: float, x_range, y_range, h: float) -> Grid2D:
+    """Mean first-passage time to the half-plane ``x >= x_max`` of ``d theta = b(theta) dt + sqrt(2T) dW`` in 2-D.
+
+    Solves the backward equation ``T Laplacian(u) + b . grad(u) = -1`` on the box
+    ``[x_min, x_max] x [y_min, y_max]`` by second-order central differences (grid step ``h``) and a sparse
+    direct solve, with ``u = 0`` on the absorbing edge ``x = x_max`` and reflecting (zero normal derivative)
+    edges elsewhere (put them where the Gibbs weight is negligible). The 2-D analogue of :func:`mfpt_1d` for
+    constant isotropic diffusion and any drift, reversible or not (chapter 7: the exact finite-barrier time
+    that Eyring--Kramers and Bouchet--Reygner approximate). Central differences need the cell Peclet number
+    ``|b| h / (2T)`` below about 1 where ``u`` varies; a RuntimeWarning says when it exceeds 1 anywhere on the box.
+
+    drift: vectorised callable ``drift(X, Y) -> (b_x, b_y)`` on float64 arrays; x_range, y_range: (min, max);
+    h > 0. Returns :class:`Grid2D` with ``u`` of shape (nx, ny).
+    """
+    from scipy.sparse.linalg import spsolve
+
+    x, y, A = _generator_2d(drift, temperature, x_range, y_range, h)
+    u = spsolve(A.tocsc(), -np.ones(A.shape[0])).reshape(x.size - 1, y.size)
     if not np.all(np.isfinite(u)):
-        v.fail("the linear solve failed (grid too coarse for this drift and temperature?)", (h, T))
-    return Grid2D(x, y, np.vstack([u, np.zeros((1, ny))]))
+        v.fail("the linear solve failed (grid too coarse for this drift and temperature?)", (h, temperature))
+    return Grid2D(x, y, np.vstack([u, np.zeros((1, y.size))]))
+
+
+class CensoredTarget(NamedTuple):
+    """What the censored exponential MLE estimates (:func:`censored_mle_target_2d`).
+
+    target = E min(tau, c) / P(tau < c); mean = E tau; rate = lambda_1 (slowest decay rate of the survival);
+    amplitude = a_1 (survival ~ a_1 exp(-lambda_1 t)); gap = lambda_2 / lambda_1 (real parts).
+    """
+
+    target: float
+    mean: float
+    rate: float
+    amplitude: float
+    gap: float
+
+
+def censored_mle_target_2d(drift: Callable, temperature: float, x_range, y_range, h: float, density,
+                           censor: float) -> CensoredTarget:
+    """Expected value of the censored exponential MLE (total time / exits) for the exit of :func:`mfpt_2d`.
+
+    Runs censored at time ``c`` estimate ``E min(tau, c) / P(tau < c)``, which equals ``E tau`` only when
+    ``tau`` is exponential; a start away from the quasi-stationary law (and the transit time from the saddle
+    to ``x_max``) makes them differ by O(transit / (c P(tau < c))). Computed on the grid of :func:`mfpt_2d`:
+    ``E tau = <density, u>`` exactly, and the survival ``S(t) = <density, exp(tA) 1>`` from the slowest
+    eigenpair of the generator, ``S(t) ~ a_1 exp(-lambda_1 t)``, exact up to the next modes' weight
+    ``exp(-lambda_2 c)`` (``gap`` returned so the caller can check it): ``E min(tau, c) = E tau - a_1
+    exp(-lambda_1 c) / lambda_1``, ``P(tau < c) = 1 - a_1 exp(-lambda_1 c)``.
+
+    density: vectorised callable ``density(X, Y)`` giving the (unnormalised, >= 0) start weight at the grid
+    nodes; it is normalised over the unknowns (the absorbing edge excluded); censor > 0.
+    """
+    from scipy.sparse.linalg import eigs, splu
+
+    x, y, A = _generator_2d(drift, temperature, x_range, y_range, h)
+    c = v.positive_float("censor", censor)
+    if not callable(density):
+        v.fail("density must be a vectorised callable density(X, Y) -> weights >= 0", density)
+    X, Y = np.meshgrid(x[:-1], y, indexing="ij")
+    rho = np.broadcast_to(np.asarray(density(X, Y), dtype=np.float64), X.shape).ravel()
+    if not (np.all(np.isfinite(rho)) and np.all(rho >= 0) and rho.sum() > 0):
+        v.fail("density must give finite weights >= 0, not all zero, on the grid", density)
+    rho = rho / rho.sum()
+    Ac = A.tocsc()
+    u = splu(Ac).solve(-np.ones(A.shape[0]))
+    lam_r, R = eigs(Ac, k=2, sigma=0.0, which="LM")  # eigenvalues nearest 0: -lambda_1, -lambda_2
+    lam_l, L = eigs(Ac.T.tocsc(), k=1, sigma=0.0, which="LM")
+    order = np.argsort(-lam_r.real)
+    r1, l1 = np.real(R[:, order[0]]), np.real(L[:, 0])
+    lam1, lam2 = -float(lam_r[order[0]].real), -float(lam_r[order[1]].real)
+    a1 = float((rho @ r1) * l1.sum() / (l1 @ r1))
+    mean = float(rho @ u)
+    tail = a1 * np.exp(-lam1 * c)
+    if not (np.isfinite(mean) and lam1 > 0 and 0 <= tail < 1):
+        v.fail("the eigen-solve failed or the censoring time is too short for one exit", (h, censor))
+    return CensoredTarget((mean - tail / lam1) / (1 - tail), mean, lam1, a1, lam2 / lam1)

@@ -3,6 +3,7 @@ the power-law and Levy exit laws, and bad input."""
 
 import functools
 import math
+import warnings
 
 import jax
 import numpy as np
@@ -159,6 +160,60 @@ def test_mfpt_2d_non_reversible_is_faster_and_matches_bouchet_reygner_trend():
     assert 1.0 < out[1] < out[0] < 1.2, out
 
 
+def test_mfpt_2d_y_coupled_converges_at_second_order():
+    # a drift that couples x and y (non-reversible double well): u depends on y, so the y terms matter; the
+    # grid answer must converge at O(h^2) (successive differences shrink by 4 as h halves)
+    T = 0.5
+
+    def drift(X, Y):
+        gx, gy = 4 * X * (X * X - 1), 2 * Y
+        return -(gx + 2 * gy), 2 * gx - gy
+
+    vals, spread = [], []
+    for h in (0.1, 0.05, 0.025):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            g = escape.mfpt_2d(drift, T, (-1.8, 1.0), (-2.0, 2.0), h)
+        i, k = np.argmin(np.abs(g.x)), np.argmin(np.abs(g.y - 0.5))
+        vals.append(g.u[i, k])
+        spread.append(np.ptp(g.u[i]) / g.u[i].mean())
+    assert min(spread) > 0.05, spread  # u at the saddle column is far from flat in y
+    ratio = (vals[0] - vals[1]) / (vals[1] - vals[2])
+    assert 3.0 < ratio < 5.0, (vals, ratio)
+
+
+def test_mfpt_2d_warns_on_large_peclet_number():
+    with pytest.warns(RuntimeWarning, match="Peclet"):
+        escape.mfpt_2d(lambda X, Y: (-50 * X, -Y), 0.1, (-1.0, 1.0), (-1.0, 1.0), 0.1)
+
+
+def test_censored_mle_target_against_matrix_exponential():
+    # E min(tau, c) / P(tau < c) from the slowest eigenpair must match the survival integrated with expm;
+    # for a long censoring time it is the mean time itself
+    from scipy.sparse.linalg import expm_multiply
+
+    T, h, c = 0.4, 0.1, 6.0
+
+    def drift(X, Y):
+        gx, gy = 4 * X * (X * X - 1), 2 * Y
+        return -(gx + gy), gx - gy
+
+    rho = lambda X, Y: np.exp(-(X + 1) ** 2 * 8 / (2 * T) - Y**2 / T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ct = escape.censored_mle_target_2d(drift, T, (-1.8, 1.0), (-1.5, 1.5), h, rho, c)
+        x, y, A = escape._generator_2d(drift, T, (-1.8, 1.0), (-1.5, 1.5), h)
+        long = escape.censored_mle_target_2d(drift, T, (-1.8, 1.0), (-1.5, 1.5), h, rho, 1e4)
+    X, Y = np.meshgrid(x[:-1], y, indexing="ij")
+    r = rho(X, Y).ravel(); r /= r.sum()
+    ts = np.linspace(0, c, 2001)
+    S = expm_multiply(A.tocsc(), np.ones(A.shape[0]), start=0, stop=c, num=ts.size, endpoint=True) @ r
+    want = np.trapezoid(S, ts) / (1 - S[-1])
+    assert abs(ct.target / want - 1) < 1e-4, (ct, want)
+    assert ct.target > ct.mean  # the start delay is counted about 1 / P(tau < c) times
+    assert abs(long.target / long.mean - 1) < 1e-9, long
+
+
 def test_power_law_time_is_the_asymptote_of_the_quadrature():
     for kappa in (0.05, 0.02):
         q = escape.mfpt_1d(lambda x: -4 * x * (x * x - 1), lambda x: kappa * (0.1 + (x * x - 1) ** 2), -1.0, 1.0, -3.0)
@@ -209,9 +264,15 @@ def test_levy_exit_against_simulation():
     (lambda: escape.eyring_kramers_time(np.eye(2), np.diag([-1.0, 1.0]), 1.0, 0.2, jac_saddle=np.eye(2)), "exactly one positive"),
     (lambda: escape.power_law_time(8.0, -4.0, 1.0, 0.5, 0.1), "0 < loss_min < loss_saddle"),
     (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.0, (-1, 1), (-1, 1), 0.1), "temperature must be a finite number > 0"),
-    (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.1, (1, -1), (-1, 1), 0.1), "x_range and y_range"),
+    (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.1, (1, -1), (-1, 1), 0.1), "x_range must be"),
     (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.1, (-1, 1), (-1, 1), 1.0), "at least 5 grid points"),
     (lambda: escape.mfpt_2d(None, 0.1, (-1, 1), (-1, 1), 0.1), "drift must be a vectorised callable"),
+    (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.1, (-1, 0, 1), (-1, 1), 0.1), "x_range must be \\(min, max\\)"),
+    (lambda: escape.mfpt_2d(lambda X, Y: (X, Y), 0.1, (-1, 1), 3.0, 0.1), "y_range must be \\(min, max\\)"),
+    (lambda: escape.censored_mle_target_2d(lambda X, Y: (-X, -Y), 0.1, (-1, 1), (-1, 1), 0.1, None, 1.0),
+     "density must be a vectorised callable"),
+    (lambda: escape.censored_mle_target_2d(lambda X, Y: (-X, -Y), 0.1, (-1, 1), (-1, 1), 0.1, lambda X, Y: 0 * X, 1.0),
+     "density must give finite weights"),
     (lambda: escape.levy_exit_time(2.0, 0.1, 1.0, 1.0), "alpha must be in"),
     (lambda: escape.levy_exit_time(1.5, 0.1, np.inf, np.inf), "at least one side"),
     (lambda: escape.exponential_mle([1.0, 2.0], np.array([False, False])), "at least one exit"),
