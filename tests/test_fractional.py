@@ -76,7 +76,8 @@ def test_subordinated_ou_and_grid_relax_as_mittag_leffler():
 
 
 def test_grunwald_letnikov_mean_is_first_order_in_dt():
-    """The chapter's setting (alpha 0.6): the GL error of the mean halves with dt, error <= 0.5 dt."""
+    """The chapter's setting (alpha 0.6): the GL error of the mean halves with dt, error <= 0.2 dt (chapter 6
+    glues the measured constant C of C dt)."""
     a, lam = 0.6, 1.0
     x = np.linspace(-3, 3, 121)
     p0 = np.exp(-((x - 1.0) ** 2) / 0.005)
@@ -85,7 +86,7 @@ def test_grunwald_letnikov_mean_is_first_order_in_dt():
         g = fr.time_fractional_fp(a, x, p0, -lam * x, 0.3, 2.0, n_steps, 4)
         mean = (g.p * x).sum(1) / g.p.sum(1)
         err.append(np.abs(mean - fr.mittag_leffler(a, -lam * g.t**a)))
-        assert (err[-1] <= 0.5 * 2.0 / n_steps).all()  # error constant C <= 0.5 in C dt
+        assert (err[-1] <= 0.2 * 2.0 / n_steps).all()  # error constant C <= 0.2 in C dt
     ratio = err[0] / err[1]
     assert ((ratio > 1.8) & (ratio < 2.2)).all()  # first order
 
