@@ -16,13 +16,16 @@
   eigenvalue at the threshold cannot rise above it, and it is pushed only while it would otherwise rise.
   The LCP is solved exactly by enumerating the supports of ``x`` (2^m linear solves, m <= 6 candidates).
   With one active eigenvalue this is the projected gradient ``-(I - a a^T/|a|^2) grad L``. Restricting
-  the oscillation covariance to the Hessian eigenbasis (diagonal in it) is exact when the active
-  eigenvalues are distinct; the paper's general form is a semidefinite complementarity problem.
+  the oscillation covariance to the Hessian eigenbasis (diagonal in it) is the paper's problem when only
+  one eigenvalue is active, or when the active ones are decoupled (``G_01 = grad(u_0^T H u_1) = 0``); with
+  two coupled eigenvalues in the active band (both at 2/eta, so nearly equal) the paper's problem is the
+  semidefinite one below, which also constrains the off-diagonal of ``d/dt U^T H U``.
   The predicted time-averaged loss of GD is ``L + 1/2 sum_i x_i lambda_i = L + sum_i x_i / eta``.
 
 * :func:`solve_sdcp`, :func:`central_velocity` -- the paper's semidefinite problem on the active eigenspace
-  for k <= 2 active directions (exact, by enumerating the rank of the covariance), needed when the active
-  eigenvalues are equal; ``central_flow(..., semidefinite=True)`` integrates with it.
+  for k <= 2 active directions (exact, by enumerating the rank of the covariance);
+  ``central_flow(..., semidefinite=True)`` integrates with it, imposing the full 2 x 2 problem whenever the
+  second eigenvalue is in the active band (the default ``semidefinite=False`` solves the diagonal LCP).
 * :func:`modified_flow` -- chapter 2's modified equation ``-grad(L + eta/4 |grad L|^2)``, for comparison.
 
 The central flow uses the dense Hessian (``jax.hessian`` + ``eigh``), so it is meant for d up to a few
@@ -253,7 +256,12 @@ def solve_sdcp(G, Q):
 
     G (k, k, d) symmetric in its first two indices, Q (k, k) symmetric, k in {1, 2}. k = 1 is the scalar
     LCP; k = 2 enumerates rank 0, 1 and 2 of Sigma (the rank-1 direction by a 1-D grid + Newton solve).
-    -> (Sigma (k, k), W (k, k)); raises ValueError if no solution passes the KKT check.
+    -> (Sigma (k, k), W (k, k)); raises ValueError if no solution passes the KKT check. That happens when
+    the problem has no solution: if the three G_ab are linearly dependent (d <= 2, or a degenerate G) the
+    convex objective can be unbounded below (a PSD Sigma with sum Sigma_ab G_ab = 0 and <Q, Sigma> < 0); an
+    independent check found such failures on some random d = 2 instances (the random d = 5 instances of the
+    tests all solve). When G_01 = 0 (decoupled directions) Sigma_01 is not unique, but the velocity
+    sum Sigma_ab G_ab is.
     """
     G = np.asarray(v.array("G (k, k, d)", G, ndim=3), np.float64)
     Q = np.asarray(v.square("Q", Q), np.float64)
@@ -401,7 +409,12 @@ def central_flow(loss_fn: Callable, theta0, eta: float, t_final: float, *, dt: f
 
 @partial(jax.jit, static_argnums=(0, 2, 7, 8, 9))
 def _integrate(loss_fn, theta0, m_max, thr, kappa, active_tol, h, n_sub, n_eval, semidefinite=False):
-    field = _field(loss_fn, m_max, thr, kappa, active_tol, semidefinite)
+    return _heun(_field(loss_fn, m_max, thr, kappa, active_tol, semidefinite), theta0, h, n_sub, n_eval)
+
+
+def _heun(field, theta0, h, n_sub, n_eval):
+    """Heun's method for field: theta -> (velocity, aux), n_sub steps of h between n_eval outputs (jittable).
+    -> (thetas (n_eval, d), aux at the output times)."""
 
     def heun(th, _):
         k1 = field(th)[0]
@@ -437,18 +450,8 @@ def modified_flow(loss_fn: Callable, theta0, eta: float, t_final: float, *, dt: 
 @partial(jax.jit, static_argnums=(0, 4, 5))
 def _integrate_me(loss_fn, theta0, eta, h, n_sub, n_eval):
     grad = jax.grad(loss_fn)
-    field = jax.grad(lambda th: -(loss_fn(th) + 0.25 * eta * jnp.sum(grad(th) ** 2)))
-
-    def heun(th, _):
-        k1 = field(th)
-        return th + 0.5 * h * (k1 + field(th + h * k1)), None
-
-    def block(th, _):
-        out = th
-        th, _ = jax.lax.scan(heun, th, None, length=n_sub)
-        return th, out
-
-    return jax.lax.scan(block, theta0, None, length=n_eval)[1]
+    velocity = jax.grad(lambda th: -(loss_fn(th) + 0.25 * eta * jnp.sum(grad(th) ** 2)))
+    return _heun(lambda th: (velocity(th), ()), theta0, h, n_sub, n_eval)[0]
 
 
 def gradient_descent(loss_fn: Callable, theta0, eta: float, n_steps: int):

@@ -166,8 +166,10 @@ def test_sdcp_complementarity_residuals(x64):
     assert ranks == {0, 1, 2}
 
 
-def test_sdcp_agrees_with_diagonal_lcp_for_distinct_eigenvalues(x64):
-    """Two independent blocks reaching 2/eta at different times: the semidefinite flow is the diagonal one."""
+def test_sdcp_agrees_with_diagonal_lcp_for_decoupled_blocks(x64):
+    """Two independent blocks reaching 2/eta at different times: the semidefinite flow is the diagonal one.
+    This holds because the blocks decouple (G_01 = 0), not because the eigenvalues are distinct; see
+    test_sdcp_vs_diagonal_decoupled_and_coupled for a coupled problem where they differ."""
     thr = 7.0
     eta = 2 / thr
     th0 = jnp.array([2.2, 0.02, 0.01, 2.4])
@@ -175,7 +177,7 @@ def test_sdcp_agrees_with_diagonal_lcp_for_distinct_eigenvalues(x64):
     sdp = cf.central_flow(two_block_loss, th0, eta, 60.0, n_eval=301, semidefinite=True)
     assert sdp.lcp_ok.all() and sdp.n_active.max() == 2
     assert np.abs(sdp.theta - diag.theta).max() < 1e-6
-    # at a point with distinct active eigenvalues the two velocities agree
+    # at a point with distinct active eigenvalues of the decoupled blocks the two velocities agree
     th = jnp.array([2.0, 1.0, 1.5, 1.2])
     lam, U = np.linalg.eigh(np.asarray(jax.hessian(two_block_loss)(th)))
     U = U[:, ::-1][:, :2]
@@ -217,3 +219,38 @@ def test_sdcp_bad_input(x64):
         cf.central_velocity(two_block_y, jnp.ones(4), 0.3, np.ones((4, 2)))
     with pytest.raises(ValueError, match="max_active"):
         cf.central_flow(two_block_y, jnp.ones(4), 0.3, 1.0, semidefinite=True, max_active=3)
+
+
+def _diag_solution(G, Q):
+    """The eigenbasis-diagonal LCP as a covariance: Sigma = diag(x), x from the diagonal constraints only."""
+    A = np.stack([G[0, 0], G[1, 1]], 1)
+    S = np.diag(cf.solve_lcp(0.5 * A.T @ A, np.diag(Q)))
+    return S, Q + 0.5 * np.einsum("abd,d->ab", G, np.einsum("ab,abd->d", S, G))
+
+
+def test_sdcp_vs_diagonal_decoupled_and_coupled(x64):
+    """Both active eigenvalues rising (Q_00, Q_11 < 0). Decoupled (G_01 = 0, Q_01 = 0): the diagonal LCP is the
+    semidefinite solution. Coupled (G_01 != 0): when both variances are positive the diagonal solution has
+    W_00 = W_11 = 0 but W_01 != 0, so W is not PSD; the semidefinite velocity then differs."""
+    rng = np.random.default_rng(5)
+    n_both = 0
+    for _ in range(40):
+        G = rng.normal(size=(2, 2, 6))
+        G = 0.5 * (G + G.transpose(1, 0, 2))
+        Q = np.diag(-rng.uniform(0.5, 2.0, size=2))
+        Gd = G.copy()
+        Gd[0, 1] = Gd[1, 0] = 0.0
+        S_sd, _ = cf.solve_sdcp(Gd, Q)
+        S_dg, W_dg = _diag_solution(Gd, Q)
+        # decoupled: the same velocity (Sigma_01 is then free within Sigma >= 0 and does not move theta)
+        np.testing.assert_allclose(np.einsum("ab,abd->d", S_sd, Gd), np.einsum("ab,abd->d", S_dg, Gd), atol=1e-9)
+        Q[0, 1] = Q[1, 0] = rng.normal()
+        S_sd, W_sd = cf.solve_sdcp(G, Q)
+        S_dg, W_dg = _diag_solution(G, Q)
+        if (np.diag(S_dg) > 1e-9).all():
+            n_both += 1
+            assert np.linalg.eigvalsh(W_dg)[0] < -1e-6  # violates the matrix constraint
+            assert np.linalg.eigvalsh(W_sd)[0] > -1e-9
+            v_sd, v_dg = (np.einsum("ab,abd->d", S, G) for S in (S_sd, S_dg))
+            assert np.linalg.norm(v_sd - v_dg) > 1e-3 * np.linalg.norm(v_sd)
+    assert n_both >= 10
