@@ -182,6 +182,33 @@ def test_mfpt_2d_y_coupled_converges_at_second_order():
     assert 3.0 < ratio < 5.0, (vals, ratio)
 
 
+def test_mfpt_2d_y_coupled_symmetry_and_exact_stencil():
+    # (1) b_j(x, y) = (-(g_x + j g_y), j g_x - g_y) with g_y = 2y odd in y: flipping y and j maps the problem to
+    # itself, so u_j(x, y) = u_{-j}(x, -y) on a box symmetric in y; (2) central differences are exact on
+    # polynomials of degree <= 2 in each variable: the generator applied to f = (x_max - x)(y^2 + x y) must give
+    # T Laplacian(f) + b . grad(f) at every node away from the reflecting edges (a y-dependent reference value)
+    T, box = 0.5, ((-1.8, 1.0), (-2.0, 2.0))
+
+    def drift(j):
+        return lambda X, Y: (-(4 * X * (X * X - 1) + j * 2 * Y), j * 4 * X * (X * X - 1) - 2 * Y)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        up, um = (escape.mfpt_2d(drift(j), T, *box, 0.05) for j in (2.0, -2.0))
+        x, y, A = escape._generator_2d(drift(2.0), T, *box, 0.05)
+    assert np.ptp(up.u[np.argmin(np.abs(up.x))]) > 0.05 * up.u.max()  # u depends on y
+    assert np.allclose(up.u, um.u[:, ::-1], rtol=1e-9, atol=1e-9 * up.u.max())
+    X, Y = np.meshgrid(x[:-1], y, indexing="ij")
+    f = (x[-1] - X) * (Y**2 + X * Y)
+    fx, fy = -(Y**2 + X * Y) + (x[-1] - X) * Y, (x[-1] - X) * (2 * Y + X)
+    lap = -2 * Y + 2 * (x[-1] - X)
+    bx, by = drift(2.0)(X, Y)
+    want = T * lap + bx * fx + by * fy
+    got = (A @ f.ravel()).reshape(X.shape)
+    inner = np.s_[1:, 1:-1]  # the reflecting edges x = x_min, y = y_min, y_max use mirrored ghosts
+    assert np.allclose(got[inner], want[inner], rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
 def test_mfpt_2d_warns_on_large_peclet_number():
     with pytest.warns(RuntimeWarning, match="Peclet"):
         escape.mfpt_2d(lambda X, Y: (-50 * X, -Y), 0.1, (-1.0, 1.0), (-1.0, 1.0), 0.1)
