@@ -256,11 +256,12 @@ def solve_sdcp(G, Q):
 
     G (k, k, d) symmetric in its first two indices, Q (k, k) symmetric, k in {1, 2}. k = 1 is the scalar
     LCP; k = 2 enumerates rank 0, 1 and 2 of Sigma (the rank-1 direction by a 1-D grid + Newton solve).
-    -> (Sigma (k, k), W (k, k)); raises ValueError if no solution passes the KKT check. That happens when
-    the problem has no solution: if the three G_ab are linearly dependent (d <= 2, or a degenerate G) the
-    convex objective can be unbounded below (a PSD Sigma with sum Sigma_ab G_ab = 0 and <Q, Sigma> < 0); an
-    independent check found such failures on some random d = 2 instances (the random d = 5 instances of the
-    tests all solve). When G_01 = 0 (decoupled directions) Sigma_01 is not unique, but the velocity
+    -> (Sigma (k, k), W (k, k)); raises ValueError if no candidate passes the KKT check. That does NOT prove
+    there is no solution: the problem can be unbounded (dependent G_ab, e.g. d <= 2: a PSD Sigma with
+    sum Sigma_ab G_ab = 0 and <Q, Sigma> < 0), but the rank-1 search (angle grid + Newton) can also miss a
+    rank-1 solution that exists -- an independent check found a d = 2 instance with a rank-1 KKT solution
+    (eigenvalue ~ 5e2) that this search misses. The random d = 5 instances of the
+    tests all solve. When G_01 = 0 (decoupled directions) Sigma_01 is not unique, but the velocity
     sum Sigma_ab G_ab is.
     """
     G = np.asarray(v.array("G (k, k, d)", G, ndim=3), np.float64)
@@ -283,7 +284,7 @@ def solve_sdcp(G, Q):
         return S, Q + 0.5 * c * S
     S, W, ok = _sdcp2(jnp.asarray(G), jnp.asarray(Q))
     if not bool(ok):
-        v.fail("no solution of the semidefinite complementarity problem passed the KKT check; Q", Q)
+        v.fail("no candidate solution (rank 0, 1 or 2) of the semidefinite complementarity problem passed the KKT check (the rank-1 search can miss a solution, or the problem is unbounded); Q", Q)
     return np.asarray(S, np.float64), np.asarray(W, np.float64)
 
 
