@@ -368,6 +368,19 @@ def _field(loss_fn, m_max, thr, kappa, active_tol, semidefinite=False):
     return field
 
 
+def _flow_args(loss_fn, theta0, eta, t_final, n_eval, dt):
+    """Validated arguments of a flow integrated by Heun with step <= dt (default eta/8) and output at n_eval
+    equally spaced times: -> theta0, loss_fn, eta, t_final, n_eval, h (the step), n_sub (steps per output)."""
+    theta0 = _theta(theta0)
+    loss_fn = _loss(loss_fn, theta0)
+    eta = v.positive_float("eta", eta)
+    t_final = v.positive_float("t_final", t_final)
+    n_eval = v.positive_int("n_eval", n_eval, 2)
+    dt = eta / 8 if dt is None else v.positive_float("dt", dt)
+    n_sub = max(1, int(np.ceil(t_final / (n_eval - 1) / dt)))
+    return theta0, loss_fn, eta, t_final, n_eval, t_final / (n_eval - 1) / n_sub, n_sub
+
+
 def central_flow(loss_fn: Callable, theta0, eta: float, t_final: float, *, dt: float | None = None,
                  n_eval: int = 201, max_active: int | None = None, kappa: float | None = None,
                  active_tol: float = 0.02, semidefinite: bool = False) -> CentralFlow:
@@ -384,12 +397,7 @@ def central_flow(loss_fn: Callable, theta0, eta: float, t_final: float, *, dt: f
     eigenvectors instead of the eigenbasis-diagonal LCP (requires ``max_active <= 2``; with a degenerate
     active pair only this form is independent of the arbitrary eigenbasis). -> :class:`CentralFlow`.
     """
-    theta0 = _theta(theta0)
-    loss_fn = _loss(loss_fn, theta0)
-    eta = v.positive_float("eta", eta)
-    t_final = v.positive_float("t_final", t_final)
-    n_eval = v.positive_int("n_eval", n_eval, 2)
-    dt = eta / 8 if dt is None else v.positive_float("dt", dt)
+    theta0, loss_fn, eta, t_final, n_eval, h, n_sub = _flow_args(loss_fn, theta0, eta, t_final, n_eval, dt)
     kappa = 1.0 / eta if kappa is None else v.positive_float("kappa", kappa)
     max_active = (2 if semidefinite else 3) if max_active is None else v.positive_int("max_active", max_active, 1, 6)
     max_active = min(max_active, theta0.shape[0])
@@ -398,8 +406,6 @@ def central_flow(loss_fn: Callable, theta0, eta: float, t_final: float, *, dt: f
         if max_active > 2 or theta0.shape[0] < 2:
             v.fail("semidefinite=True solves the k <= 2 problem: max_active must be <= 2 (and d >= 2)", max_active)
         max_active = 2
-    n_sub = max(1, int(np.ceil(t_final / (n_eval - 1) / dt)))
-    h = t_final / (n_eval - 1) / n_sub
     v.memory("the central-flow path", (n_eval, theta0.shape[0]), 8)
     thetas, aux = _integrate(loss_fn, theta0, max_active, 2.0 / eta, kappa, active_tol, h, n_sub, n_eval,
                              bool(semidefinite))
@@ -436,14 +442,7 @@ def modified_flow(loss_fn: Callable, theta0, eta: float, t_final: float, *, dt: 
     """Chapter 2's modified equation of GD, ``dtheta/dt = -grad(L + eta/4 |grad L|^2)``, ``t = eta k``,
     integrated like :func:`central_flow` (Heun, step ``dt``, default eta/8) from theta0 (d,).
     -> (t (n_eval,), theta (n_eval, d))."""
-    theta0 = _theta(theta0)
-    loss_fn = _loss(loss_fn, theta0)
-    eta = v.positive_float("eta", eta)
-    t_final = v.positive_float("t_final", t_final)
-    n_eval = v.positive_int("n_eval", n_eval, 2)
-    dt = eta / 8 if dt is None else v.positive_float("dt", dt)
-    n_sub = max(1, int(np.ceil(t_final / (n_eval - 1) / dt)))
-    h = t_final / (n_eval - 1) / n_sub
+    theta0, loss_fn, eta, t_final, n_eval, h, n_sub = _flow_args(loss_fn, theta0, eta, t_final, n_eval, dt)
     ths = _integrate_me(loss_fn, theta0, eta, h, n_sub, n_eval)
     return np.linspace(0.0, t_final, n_eval), np.asarray(ths, np.float64)
 
